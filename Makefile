@@ -1,0 +1,36 @@
+# enfold: `make demo` runs the main job end to end; `make test` runs the test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch and torchvision are pinned as a pair: a mismatched torchvision fails to import.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet $(TORCH_PINS)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv and install enfold with its dev extras
+
+demo: setup  ## pretrain on the embedded digits, write runs/demo/
+	$(BIN)/enfold pretrain --config configs/pretrain/digits-tiny.yaml --out runs/demo
+	$(BIN)/enfold visualize --checkpoint runs/demo/checkpoint-last.pt --task mask \
+		--out runs/demo/mask.png
+
+test: setup  ## the whole test suite (CPU, tiny models)
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check enfold tests benchmarks
+
+bench: setup  ## compiled vs eager training step
+	$(BIN)/python benchmarks/pretrain_step.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

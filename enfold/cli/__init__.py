@@ -1,0 +1,1 @@
+"""The ``enfold`` command line."""

@@ -1,0 +1,313 @@
+"""Typed configuration: defaults in code, deltas in YAML, overrides on the command line.
+
+A YAML file holds only what differs from the defaults below and may name a ``base:`` file (a path
+relative to itself) to inherit from. ``--set a.b=value`` overrides one key; the value is parsed as
+YAML and then checked against the field's type. An unknown key is an error that names the key and
+the closest valid ones, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from enfold.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """The energy ViT: a timm architecture plus the restoration settings."""
+
+    arch: str = "vit_tiny_patch16_224"  # any timm VisionTransformer name
+    img_size: int = 32
+    patch_size: int = 4
+    in_chans: int = 3
+    depth: int | None = None  # None: the architecture's own depth
+    embed_dim: int | None = None
+    num_heads: int | None = None
+    drop_path: float = 0.0
+    energy_head: Literal["sqnorm", "linear"] = "sqnorm"
+    steps: int = 2  # K, restoration steps during training
+    step_size: float = 0.1  # initial alpha_k
+    learn_step_sizes: bool = True
+    langevin_noise: float = 0.0  # std of Gaussian noise added after each training step
+
+
+@dataclass
+class LossConfig:
+    """How the restored image is compared with the clean one."""
+
+    kind: Literal["mse", "l1", "smooth_l1"] = "mse"
+    region: Literal["corrupted", "all"] = "corrupted"
+    step_weights: list[float] | None = None  # one weight per step; None: last step only
+    margin_weight: float = 0.0  # weight of the clean-below-corrupted energy margin term
+    margin: float = 1.0
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are normalised."""
+
+    source: str = "digits"  # digits | photos | folder:PATH
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    batch_size: int = 64  # per process and micro-step
+    num_workers: int = 0
+    crops_per_epoch: int = 4096  # photos: random crops that make one epoch
+    holdout_fraction: float = 0.05  # folder without train/ and val/: share held out
+    crop_scale_min: float = 0.35  # random-resized-crop lower scale (photos, folder)
+    hflip: bool = True
+
+
+@dataclass
+class MaskConfig:
+    ratio: float = 0.5
+    patch_size: int | None = None  # None: the model's patch size
+    fill: Literal["zero", "noise", "mean"] = "zero"
+
+
+@dataclass
+class ShuffleConfig:
+    fraction: float = 0.5
+    patch_size: int | None = None
+
+
+@dataclass
+class SRConfig:
+    factor: int = 2
+
+
+@dataclass
+class NoiseConfig:
+    sigma: float = 0.1
+    sigma_max: float | None = None  # set to draw sigma uniformly from [sigma, sigma_max]
+
+
+@dataclass
+class GrayConfig:
+    pass
+
+
+@dataclass
+class CorruptConfig:
+    """The pretext tasks. Several tasks train as a per-sample mixture."""
+
+    tasks: list[str] = field(default_factory=lambda: ["mask"])
+    weights: list[float] | None = None  # mixture weights, one per task; None: uniform
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    shuffle: ShuffleConfig = field(default_factory=ShuffleConfig)
+    sr: SRConfig = field(default_factory=SRConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    gray: GrayConfig = field(default_factory=GrayConfig)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping, shared by every stage."""
+
+    max_steps: int = 300  # optimizer steps
+    base_lr: float = 1.5e-4  # lr = base_lr * effective_batch / lr_batch_base
+    lr_batch_base: int = 256
+    min_lr: float = 0.0
+    warmup_steps: int = 20
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    accum_steps: int = 1
+    clip_grad: float | None = 1.0
+    bf16: bool = False
+    compile: bool = True
+    grad_checkpointing: bool = False
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 10
+    ckpt_every: int = 100
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation during training."""
+
+    every: int = 100
+    num_images: int = 256
+    batch_size: int = 64
+    grid_images: int = 8
+    seed: int = 1234
+
+
+@dataclass
+class Config:
+    """The whole run configuration."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    corrupt: CorruptConfig = field(default_factory=CorruptConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, following ``base:`` links, and return the merged raw mapping."""
+    path = Path(path).resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path))
+        raise ConfigError(f"config files inherit from each other in a loop: {chain}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, not {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    parent = load_yaml_with_bases(path.parent / base, (*_seen, path))
+    return deep_merge(parent, raw)
+
+
+def deep_merge(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` updated by ``delta``; nested mappings merge, everything else replaces."""
+    out = dict(base)
+    for key, value in delta.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into a key path and a YAML-parsed value."""
+    if "=" not in item:
+        raise ConfigError(
+            f"override {item!r} must look like section.key=value (e.g. train.max_steps=50)"
+        )
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.split("."), value
+
+
+def apply_override(raw: dict[str, Any], path: list[str], value: Any) -> None:
+    node = raw
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a validated :class:`Config` from an optional YAML file and ``key=value`` overrides."""
+    raw = load_yaml_with_bases(path) if path is not None else {}
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        apply_override(raw, keys, value)
+    return from_dict(Config, raw)
+
+
+def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a raw mapping, checking every key and value."""
+    if not isinstance(raw, dict):
+        where = prefix.rstrip(".") or "the config"
+        raise ConfigError(f"{where} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+            raise ConfigError(
+                f"unknown config key '{dotted}'{hint} Valid keys here: {', '.join(names)}."
+            )
+        kwargs[key] = _coerce(hints[key], value, dotted)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, dotted: str) -> Any:
+    """Check ``value`` against type ``tp`` (dataclass, Optional, Literal, list, scalars)."""
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, dotted + ".")
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for candidate in inner:
+            try:
+                return _coerce(candidate, value, dotted)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"'{dotted}' must be one of {list(args)}, got {value!r}{hint}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{dotted}' must be a list, got {value!r}")
+        return [_coerce(args[0], v, f"{dotted}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"'{dotted}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"'{dotted}' must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"'{dotted}' must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"'{dotted}' must be a string, got {value!r}")
+    raise ConfigError(f"'{dotted}': unsupported type {tp}")  # a bug in the schema, not user input
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain containers (for YAML files and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def config_from_checkpoint(raw: dict[str, Any]) -> Config:
+    """Rebuild the config stored in a checkpoint."""
+    return from_dict(Config, raw)

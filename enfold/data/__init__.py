@@ -1,0 +1,51 @@
+"""Data: image sources, the endless resumable sampler and the corrupted-pair dataset."""
+
+from __future__ import annotations
+
+from enfold.data.dataset import (
+    CorruptedDataset,
+    build_eval_loader,
+    build_train_loader,
+    denormalize,
+    normalize,
+    sample_generator,
+)
+from enfold.data.sampler import StreamSampler
+from enfold.data.sources import (
+    DIGITS_TEST_INDICES,
+    DIGITS_TRAIN_INDICES,
+    HELDOUT_PHOTOS,
+    IMAGE_EXTENSIONS,
+    PHOTO_NAMES,
+    TRAIN_PHOTOS,
+    DigitsSource,
+    FolderSource,
+    ImageSource,
+    PhotosSource,
+    build_source,
+    load_photo,
+    to_channels,
+)
+
+__all__ = [
+    "DIGITS_TEST_INDICES",
+    "DIGITS_TRAIN_INDICES",
+    "HELDOUT_PHOTOS",
+    "IMAGE_EXTENSIONS",
+    "PHOTO_NAMES",
+    "TRAIN_PHOTOS",
+    "CorruptedDataset",
+    "DigitsSource",
+    "FolderSource",
+    "ImageSource",
+    "PhotosSource",
+    "StreamSampler",
+    "build_eval_loader",
+    "build_source",
+    "build_train_loader",
+    "denormalize",
+    "load_photo",
+    "normalize",
+    "sample_generator",
+    "to_channels",
+]

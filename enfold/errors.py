@@ -1,0 +1,19 @@
+"""User-facing errors.
+
+Every problem a user can fix (a bad config key, an unreadable folder, a missing optional library)
+is raised as :class:`EnfoldError`; the CLI prints its message without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class EnfoldError(Exception):
+    """A problem with the user's input or environment, with a message that says how to fix it."""
+
+
+class ConfigError(EnfoldError):
+    """An invalid configuration: unknown key, wrong type or value out of range."""
+
+
+class NonFiniteLossError(EnfoldError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is left untouched."""

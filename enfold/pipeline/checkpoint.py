@@ -1,0 +1,69 @@
+"""Checkpoints: tensors and plain containers only, written atomically.
+
+Loading uses ``weights_only=True`` (torch's default since 2.6), so a checkpoint can never run
+code; the resolved config and library versions travel inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from enfold.errors import EnfoldError
+
+LAST = "checkpoint-last.pt"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a run's numbers."""
+    versions = {"python": platform.python_version()}
+    for name in ("enfold", "torch", "torchvision", "timm", "numpy", "onnx", "onnxruntime"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    versions["cuda"] = str(torch.version.cuda)
+    return versions
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write via ``write(file)`` to a temp file beside ``path``, fsync, then rename over it.
+
+    A crash or SIGKILL at any moment leaves either the old file or the new one, never half.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Atomically save ``payload`` (tensors and plain containers) to ``path``."""
+    atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by enfold, refusing anything that is not plain data."""
+    path = Path(path)
+    if not path.is_file():
+        raise EnfoldError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise EnfoldError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
+        raise EnfoldError(f"{path} is not an enfold checkpoint (no 'model' and 'config' entries)")
+    return payload

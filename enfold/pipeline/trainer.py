@@ -1,0 +1,280 @@
+"""The shared training core: every stage builds its parts and calls :func:`fit`.
+
+The loop knows nothing about how a loss is made: the stage's model returns ``(loss, parts)`` from
+``forward(*batch)``. The core owns optimisation (AdamW, warmup + cosine, accumulation, clipping,
+bf16), ``torch.compile``, DDP, logging, evaluation hooks, atomic checkpoints and resume.
+
+Determinism: the data stream position and every random draw are functions of (seed, rank, step),
+so a run resumed from ``checkpoint-last.pt`` continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from enfold.config import save_config, to_dict
+from enfold.errors import ConfigError, EnfoldError, NonFiniteLossError
+from enfold.pipeline.checkpoint import LAST, library_versions, load_checkpoint, save_checkpoint
+from enfold.pipeline.distributed import DistInfo, all_true, barrier
+from enfold.pipeline.progress import MetricsLog, Progress
+from enfold.pipeline.schedule import lr_at, scaled_lr
+
+# names of 1-D or embedding parameters that, as in MAE and timm, get no weight decay
+_NO_DECAY_SUFFIXES = ("pos_embed", "cls_token", "reg_token", "dist_token", "log_step_sizes")
+
+
+@dataclass
+class StageParts:
+    """What a stage hands to the core."""
+
+    stage: str  # "pretrain", "finetune", ...
+    model: nn.Module  # forward(*batch) -> (loss, {name: detached tensor})
+    train_dataset: torch.utils.data.Dataset  # indexed by (epoch, index) keys
+    build_loader: Callable[..., Any]  # (dataset, start_sample) -> iterable of batches
+    evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None  # rank 0 only
+    describe: Callable[[nn.Module], dict[str, Any]] | None = None  # extra fields for the log
+    extra_state: dict[str, Any] = field(default_factory=dict)  # stored in every checkpoint
+    trainable: Callable[[nn.Module], list[tuple[str, nn.Parameter]]] | None = None
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """A well-mixed seed for one (run seed, rank, step) triple."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def param_groups(named: list[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only; none on biases, norms, embeddings and step sizes."""
+    decay, no_decay = [], []
+    for name, p in named:
+        if p.ndim <= 1 or name.endswith(_NO_DECAY_SUFFIXES):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _model_fingerprint(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().float().flatten() for p in model.parameters()])
+
+
+class Trainer:
+    """One training run in one run directory."""
+
+    def __init__(self, cfg: Any, parts: StageParts, out_dir: Path, dist: DistInfo,
+                 resume: bool = False):
+        self.cfg, self.parts, self.out, self.dist = cfg, parts, Path(out_dir), dist
+        self.tc = cfg.train
+        if self.tc.accum_steps < 1:
+            raise ConfigError(f"train.accum_steps must be >= 1, got {self.tc.accum_steps}")
+        if self.tc.grad_checkpointing and self.tc.compile:
+            raise ConfigError(
+                "train.grad_checkpointing needs eager mode: torch.func.grad (used under "
+                "torch.compile) does not support activation checkpointing. Set train.compile=false "
+                "(or pass --no-compile), or turn checkpointing off."
+            )
+        self.model = parts.model.to(dist.device)
+        if self.tc.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        named = parts.trainable(self.model) if parts.trainable else [
+            (n, p) for n, p in self.model.named_parameters() if p.requires_grad
+        ]
+        self.params = [p for _, p in named]
+        self.effective_batch = cfg.data.batch_size * self.tc.accum_steps * dist.world_size
+        self.peak_lr = scaled_lr(self.tc.base_lr, self.effective_batch, self.tc.lr_batch_base)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(named, self.tc.weight_decay), lr=self.peak_lr, betas=tuple(self.tc.betas)
+        )
+        self.step = 0
+        self.log = MetricsLog(self.out / "metrics.jsonl", enabled=dist.is_main)
+        self._maybe_resume(resume)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / LAST
+
+    def _maybe_resume(self, resume: bool) -> None:
+        if not self.last_path.exists():
+            if resume:
+                raise EnfoldError(
+                    f"--resume given but {self.last_path} does not exist; drop --resume to start "
+                    "a new run in this directory"
+                )
+            return
+        state = load_checkpoint(self.last_path)
+        if state.get("stage") != self.parts.stage:
+            raise EnfoldError(
+                f"{self.last_path} is a '{state.get('stage')}' checkpoint, not "
+                f"'{self.parts.stage}'; use a new --out directory for this stage"
+            )
+        if state["config"].get("model") != to_dict(self.cfg)["model"]:
+            raise EnfoldError(
+                f"the model section of the config differs from the one {self.last_path} was "
+                "trained with; resume with the same model settings or use a new --out directory"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.log.truncate_after(self.step)
+        if self.dist.is_main:
+            print(f"resuming from {self.last_path} at step {self.step}", flush=True)
+
+    def save(self) -> None:
+        """Write ``checkpoint-last.pt`` (rank 0 only) with config, versions and stage state."""
+        if self.dist.is_main:
+            save_checkpoint(self.last_path, {
+                "stage": self.parts.stage,
+                "step": self.step,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "config": to_dict(self.cfg),
+                "versions": library_versions(),
+                **self.parts.extra_state,
+            })
+        barrier(self.dist)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _wrapped_model(self) -> nn.Module:
+        model: nn.Module = self.model
+        if self.dist.distributed:
+            ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=ids)
+        if self.tc.compile:
+            # The whole loss, second-order restoration included, compiles as one function.
+            model = torch.compile(model)
+        return model
+
+    def _evaluate(self) -> None:
+        if self.parts.evaluate is None:
+            return
+        if self.dist.is_main:
+            self.model.eval()
+            metrics = self.parts.evaluate(self.model, self.step)
+            self.model.train()
+            self.log.write({"step": self.step, **metrics})
+            shown = {k: round(v, 3) for k, v in metrics.items() if isinstance(v, float)}
+            self.progress.message(f"eval @ step {self.step}: {shown}")
+        barrier(self.dist)
+
+    def fit(self) -> Path:
+        """Train to ``train.max_steps``; return the path of the last checkpoint."""
+        tc, dist = self.tc, self.dist
+        if dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.out / "config.yaml")
+            print(
+                f"{self.parts.stage}: effective batch {self.effective_batch} "
+                f"({self.cfg.data.batch_size} x {tc.accum_steps} accum x {dist.world_size} procs), "
+                f"lr = {tc.base_lr:g} * {self.effective_batch} / {tc.lr_batch_base} = "
+                f"{self.peak_lr:.3g}, device {dist.device}, compile {tc.compile}",
+                flush=True,
+            )
+        self.progress = Progress(tc.max_steps, self.step, enabled=dist.is_main)
+        if self.step >= tc.max_steps:
+            self.progress.message(f"already at step {self.step} >= max_steps {tc.max_steps}")
+            self.progress.close()
+            return self.last_path
+        per_step = self.cfg.data.batch_size * tc.accum_steps
+        batches = iter(self.parts.build_loader(self.parts.train_dataset, self.step * per_step))
+        model = self._wrapped_model()
+        self.model.train()
+        autocast = torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=tc.bf16)
+        t_last, n_images = time.perf_counter(), 0
+        try:
+            while self.step < tc.max_steps:
+                torch.manual_seed(step_seed(tc.seed, dist.rank, self.step))
+                lr = lr_at(self.step, self.peak_lr, tc.max_steps, tc.warmup_steps,
+                           tc.min_lr * self.peak_lr / max(tc.base_lr, 1e-30))
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                loss_sum = torch.zeros((), device=dist.device)
+                parts_sum: dict[str, torch.Tensor] = {}
+                for micro in range(tc.accum_steps):
+                    batch = [t.to(dist.device, non_blocking=True) for t in next(batches)]
+                    last_micro = micro == tc.accum_steps - 1
+                    sync = (model.no_sync() if dist.distributed and not last_micro
+                            and hasattr(model, "no_sync") else nullcontext())
+                    with sync, autocast:
+                        loss, loss_parts = model(*batch)
+                    with sync:
+                        (loss / tc.accum_steps).backward()
+                    loss_sum += loss.detach().float() / tc.accum_steps
+                    for k, v in loss_parts.items():
+                        parts_sum[k] = parts_sum.get(k, 0) + v.float() / tc.accum_steps
+                    n_images += batch[0].shape[0]
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    self.params, tc.clip_grad if tc.clip_grad else float("inf")
+                )
+                loss_value = float(loss_sum)
+                finite = bool(np.isfinite(loss_value) and torch.isfinite(grad_norm))
+                if not all_true(finite, dist):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    raise NonFiniteLossError(
+                        f"non-finite loss ({loss_value}) or gradient at step {self.step}; stopped "
+                        f"before the update, so {self.last_path} still holds the last good "
+                        "weights. Lower train.base_lr, set train.clip_grad, or check the data."
+                    )
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                self._after_step(loss_value, parts_sum, grad_norm, lr, n_images, t_last)
+                if self.step % tc.log_every == 0:
+                    t_last, n_images = time.perf_counter(), 0
+                if self.step % self.cfg.eval.every == 0 or self.step == tc.max_steps:
+                    self._evaluate()
+                if self.step % tc.ckpt_every == 0 or self.step == tc.max_steps:
+                    self.save()
+            self._check_replicas_in_sync()
+        finally:
+            self.progress.close()
+        return self.last_path
+
+    def _after_step(self, loss: float, parts: dict, grad_norm: torch.Tensor, lr: float,
+                    n_images: int, t_last: float) -> None:
+        log_now = self.step % self.tc.log_every == 0 or self.step == self.tc.max_steps
+        elapsed = max(1e-9, time.perf_counter() - t_last)
+        ips = n_images * self.dist.world_size / elapsed
+        extra = self.parts.describe(self.model) if self.parts.describe else {}
+        self.progress.update(self.step, {"loss": loss, **extra, "img/s": round(ips)}, log_now)
+        if log_now:
+            self.log.write({
+                "step": self.step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
+                "images_per_s": ips, **{k: float(v) for k, v in parts.items()}, **extra,
+            })
+
+    def _check_replicas_in_sync(self) -> None:
+        """Under DDP every rank must end with the same weights; record and enforce it."""
+        if not self.dist.distributed:
+            return
+        import torch.distributed as tdist
+
+        flat = _model_fingerprint(self.model)
+        hi, lo = flat.clone(), flat.clone()
+        tdist.all_reduce(hi, op=tdist.ReduceOp.MAX)
+        tdist.all_reduce(lo, op=tdist.ReduceOp.MIN)
+        spread = float((hi - lo).abs().max())
+        self.log.write({"step": self.step, "ddp/world_size": self.dist.world_size,
+                        "ddp/max_param_spread": spread})
+        if spread > 0:
+            raise EnfoldError(f"DDP replicas diverged: max parameter spread {spread:g}")
+
+
+def fit(cfg: Any, parts: StageParts, out_dir: str | Path, dist: DistInfo,
+        resume: bool = False) -> Path:
+    """Run the shared training loop for a stage; see :class:`Trainer`."""
+    return Trainer(cfg, parts, Path(out_dir), dist, resume=resume).fit()
