@@ -237,7 +237,7 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
         dotted = f"{prefix}{key}"
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+            hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else "."
             raise ConfigError(
                 f"unknown config key '{dotted}'{hint} Valid keys here: {', '.join(names)}."
             )

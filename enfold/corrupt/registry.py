@@ -63,6 +63,12 @@ def build_corruption(corrupt_cfg: Any, patch_size: int, in_chans: int, mean: lis
     tasks = list(corrupt_cfg.tasks)
     if not tasks:
         raise ConfigError("corrupt.tasks is empty; name at least one of " + ", ".join(available()))
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError(f"corrupt.tasks names a task twice: {tasks}; use corrupt.weights to "
+                          "make a task more frequent")
+    if corrupt_cfg.weights is not None and len(corrupt_cfg.weights) != len(tasks):
+        raise ConfigError(f"corrupt.weights must hold one number per task in corrupt.tasks "
+                          f"({tasks}), got {corrupt_cfg.weights}")
     context = {"patch_size": patch_size, "in_chans": in_chans, "mean": list(mean)}
     parts = {name: build_one(name, getattr(corrupt_cfg, name, None), context) for name in tasks}
     if len(parts) == 1:

@@ -27,6 +27,9 @@ class ShufflePatches:
         rows, cols = patch_grid(img, self.patch)
         p = self.patch
         n = rows * cols
+        if n < 2:
+            raise ConfigError(f"shuffle needs at least 2 patches, the image has {n}; "
+                              "use a smaller corrupt.shuffle.patch_size")
         k = max(2, round(self.fraction * n))
         chosen = torch.randperm(n, generator=generator)[:k]
         source = torch.arange(n)

@@ -41,6 +41,9 @@ class EnergyViT(nn.Module):
             raise ConfigError(f"model.step_size must be positive, got {model_cfg.step_size}")
         self.vit = build_backbone(model_cfg)
         self.head = build_energy_head(model_cfg.energy_head, self.vit.embed_dim)
+        # The final norm serves the classifier only; frozen here it stays at its identity init
+        # and DDP sees no unused trainable parameter.
+        self.vit.norm.requires_grad_(False)
         self.num_steps = model_cfg.steps
         # log-parametrised so the step sizes stay positive whatever the optimizer does
         log_alpha = torch.full((model_cfg.steps,), math.log(model_cfg.step_size))
@@ -82,16 +85,19 @@ class EnergyViT(nn.Module):
                              f"got {tuple(x.shape)}")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch-token features: ``(B, C, H, W) -> (B, L, D)`` (prefix tokens dropped)."""
+        """Patch tokens of the residual stream: ``(B, C, H, W) -> (B, L, D)``.
+
+        Read before the final LayerNorm: after it every token has the same squared norm at
+        initialisation, which would make the sqnorm energy constant with a zero input gradient.
+        """
+        v = self.vit
+        h = v.norm_pre(v.patch_drop(v._pos_embed(v.patch_embed(x))))  # (B, prefix + L, D)
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            v = self.vit
-            h = v.norm_pre(v._pos_embed(v.patch_embed(x)))
             for block in v.blocks:
                 h = checkpoint(block, h, use_reentrant=False)
-            tokens = v.norm(h)
         else:
-            tokens = self.vit.forward_features(x)  # (B, prefix + L, D), final norm applied
-        return tokens[:, self.vit.num_prefix_tokens:]
+            h = v.blocks(h)
+        return h[:, v.num_prefix_tokens:]
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """One scalar energy per image: ``(B, C, H, W) -> (B,)``. Low means like the data."""
