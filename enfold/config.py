@@ -134,7 +134,7 @@ class TrainConfig:
 class EvalConfig:
     """Held-out evaluation during training."""
 
-    every: int = 100
+    every: int = 100  # steps between evaluations; 0: only at the end
     num_images: int = 256
     batch_size: int = 64
     grid_images: int = 8

@@ -3,6 +3,7 @@ and works without optional libraries."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def pretrain(
 
     cfg = _load(config, set_, max_steps, no_compile)
     path = run_pretrain(cfg, out, resume=resume)
-    typer.echo(f"done: {path}")
+    if os.environ.get("RANK", "0") == "0":  # one line per job, not per torchrun process
+        typer.echo(f"done: {path}")
 
 
 @app.command()

@@ -44,6 +44,10 @@ class EnergyViT(nn.Module):
         # The final norm serves the classifier only; frozen here it stays at its identity init
         # and DDP sees no unused trainable parameter.
         self.vit.norm.requires_grad_(False)
+        if model_cfg.energy_head == "linear":
+            # With a linear energy the last residual bias only shifts E by a constant, so it
+            # never gets a gradient; frozen, DDP does not wait for it.
+            self.vit.blocks[-1].mlp.fc2.bias.requires_grad_(False)
         self.num_steps = model_cfg.steps
         # log-parametrised so the step sizes stay positive whatever the optimizer does
         log_alpha = torch.full((model_cfg.steps,), math.log(model_cfg.step_size))

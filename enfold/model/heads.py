@@ -17,13 +17,15 @@ class SquaredNormEnergy(nn.Module):
 
 
 class LinearEnergy(nn.Module):
-    """A learned linear energy per token, averaged: E = mean_t (w . h_t + b)."""
+    """A learned linear energy per token, averaged: E = mean_t (w . h_t).
+
+    No bias: a constant shift of the energy leaves its gradient, the restoration, unchanged.
+    """
 
     def __init__(self, dim: int):
         super().__init__()
-        self.proj = FlatLinear(dim, 1)
+        self.proj = FlatLinear(dim, 1, bias=False)
         nn.init.normal_(self.proj.weight, std=dim**-0.5)
-        nn.init.zeros_(self.proj.bias)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.proj(tokens).squeeze(-1).mean(-1)

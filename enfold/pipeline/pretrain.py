@@ -35,7 +35,7 @@ def build_pretrain_parts(cfg: Config, out_dir: Path, dist: DistInfo) -> StagePar
         num_replicas=dist.world_size, rank=dist.rank, seed=cfg.train.seed,
     )
     evaluate = None
-    if dist.is_main and cfg.eval.every > 0:
+    if dist.is_main:
         heldout = build_source(cfg.data.source, "heldout", cfg.model, cfg.data,
                                heldout_count=cfg.eval.num_images)
         tasks = build_tasks(cfg.corrupt, patch, chans, cfg.data.mean)

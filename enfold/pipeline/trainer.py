@@ -160,9 +160,8 @@ class Trainer:
         return model
 
     def _evaluate(self) -> None:
-        if self.parts.evaluate is None:
-            return
-        if self.dist.is_main:
+        # Only rank 0 evaluates; every rank meets at the barrier so collectives stay in step.
+        if self.dist.is_main and self.parts.evaluate is not None:
             self.model.eval()
             metrics = self.parts.evaluate(self.model, self.step)
             self.model.train()
@@ -235,7 +234,8 @@ class Trainer:
                 self._after_step(loss_value, parts_sum, grad_norm, lr, n_images, t_last)
                 if self.step % tc.log_every == 0:
                     t_last, n_images = time.perf_counter(), 0
-                if self.step % self.cfg.eval.every == 0 or self.step == tc.max_steps:
+                every = self.cfg.eval.every  # 0: evaluate at the end only
+                if (every > 0 and self.step % every == 0) or self.step == tc.max_steps:
                     self._evaluate()
                 if self.step % tc.ckpt_every == 0 or self.step == tc.max_steps:
                     self.save()

@@ -1,0 +1,114 @@
+"""The energy ViT: shapes, timm parity, second-order gradients, input checks."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from enfold.config import load_config
+from enfold.errors import ConfigError
+from enfold.model import EnergyViT, build_energy_model
+
+SMALL = ["model.img_size=8", "model.patch_size=2", "model.depth=2", "model.embed_dim=32",
+         "model.num_heads=2"]
+
+
+def make(*overrides: str) -> EnergyViT:
+    torch.manual_seed(0)
+    return build_energy_model(load_config(None, [*SMALL, *overrides]))
+
+
+def batch(b: int = 3, size: int = 8):
+    g = torch.Generator().manual_seed(1)
+    clean = torch.rand(b, 3, size, size, generator=g) * 2 - 1
+    weight = (torch.rand(b, 1, size, size, generator=g) > 0.5).float()
+    corrupted = torch.where(weight.bool(), torch.zeros_like(clean), clean)
+    return corrupted, clean, weight
+
+
+def test_energy_is_one_scalar_per_image_and_restore_keeps_shape():
+    model = make()
+    x, _, _ = batch()
+    assert model.energy(x).shape == (3,)
+    steps = model.restore_steps(x)
+    assert len(steps) == 2 and all(s.shape == x.shape for s in steps)
+    assert len(model.restore_steps(x, steps=5)) == 5  # more steps than trained reuse last alpha
+    assert not torch.equal(model.restore(x), x)
+
+
+def test_restore_is_gradient_descent_on_the_energy():
+    model = make()
+    x, _, _ = batch()
+    xr = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(model.energy(xr).sum(), xr)
+    alpha = model.step_sizes()[0]
+    torch.testing.assert_close(model.restore_steps(x)[0], x - alpha * g, rtol=1e-5, atol=1e-6)
+    # one gradient step with a small alpha lowers the energy
+    assert (model.energy(x - 1e-3 * g) < model.energy(x)).all()
+
+
+def test_linear_patch_embedding_matches_timm_convolution():
+    model = make()
+    ref = timm.create_model("vit_tiny_patch16_224", img_size=8, patch_size=2, depth=2,
+                            embed_dim=32, num_heads=2, num_classes=0)
+    ref.load_state_dict(model.vit.state_dict())  # same keys and shapes as timm
+    x, _, _ = batch()
+    torch.testing.assert_close(model.vit.forward_features(x), ref.forward_features(x),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["sqnorm", "linear"])
+def test_restoration_loss_gives_nonzero_gradients_to_every_trainable_parameter(head):
+    model = make(f"model.energy_head={head}", "loss.margin_weight=0.1")
+    loss, parts = model(*batch())
+    loss.backward()
+    assert torch.isfinite(loss) and "loss/margin" in parts
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert model.log_step_sizes.grad.abs().min() > 0  # every step size learns
+
+
+def test_func_grad_equals_autograd_double_backward():
+    model = make()
+    x, clean, weight = batch()
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss, _ = model(x, clean, weight)
+    grads_func = torch.autograd.grad(loss, params)
+    model.set_grad_checkpointing(True)  # eager path: autograd.grad(create_graph=True)
+    loss2, _ = model(x, clean, weight)
+    grads_ckpt = torch.autograd.grad(loss2, params)
+    torch.testing.assert_close(loss2, loss, rtol=1e-6, atol=1e-7)
+    for a, b in zip(grads_func, grads_ckpt, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-8)
+
+
+def test_fixed_step_sizes_are_not_trained():
+    model = make("model.learn_step_sizes=false", "model.step_size=0.3")
+    assert "log_step_sizes" not in dict(model.named_parameters())
+    torch.testing.assert_close(model.step_sizes(), torch.tensor([0.3, 0.3]))
+
+
+def test_loss_region_and_step_weights():
+    x, clean, weight = batch()
+    masked_only = make()(x, clean, weight)[0]
+    everywhere = make("loss.region=all")(x, clean, weight)[0]
+    assert masked_only > everywhere  # unmasked pixels are already right
+    with pytest.raises(ConfigError, match="step_weights"):
+        make("loss.step_weights=[1.0]")
+    weighted = make("loss.step_weights=[1.0, 1.0]")(x, clean, weight)[0]
+    assert torch.isfinite(weighted)
+
+
+def test_wrong_image_shape_is_a_clear_error():
+    model = make()
+    with pytest.raises(ValueError, match=r"expected images of shape \(B, 3, 8, 8\)"):
+        model.check_input(torch.zeros(2, 3, 16, 16))
+
+
+def test_bad_architecture_names_the_problem():
+    with pytest.raises(ConfigError, match="not a timm model"):
+        make("model.arch=vit_tinny_patch16_224")
+    with pytest.raises(ConfigError, match="multiple of model.patch_size"):
+        make("model.img_size=9")
