@@ -10,6 +10,7 @@ so a run resumed from ``checkpoint-last.pt`` continues exactly as if it had neve
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -176,6 +177,7 @@ class Trainer:
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.out / "config.yaml")
+            (self.out / "versions.json").write_text(json.dumps(library_versions(), indent=2))
             print(
                 f"{self.parts.stage}: effective batch {self.effective_batch} "
                 f"({self.cfg.data.batch_size} x {tc.accum_steps} accum x {dist.world_size} procs), "
