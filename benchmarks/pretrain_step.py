@@ -70,7 +70,7 @@ def run_mode(args: argparse.Namespace, compiled: bool, queue: mp.Queue) -> None:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     def sync() -> None:
         if device.type == "cuda":
