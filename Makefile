@@ -18,10 +18,14 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 setup: $(VENV)/.installed  ## create .venv and install enfold with its dev extras
 
-demo: setup  ## pretrain on the embedded digits, write runs/demo/
-	$(BIN)/enfold pretrain --config configs/pretrain/digits-tiny.yaml --out runs/demo
-	$(BIN)/enfold visualize --checkpoint runs/demo/checkpoint-last.pt --task mask \
-		--out runs/demo/mask.png
+demo: setup  ## pretrain, fine-tune and evaluate on the embedded digits -> runs/demo/
+	$(BIN)/enfold pretrain --config configs/pretrain/digits-tiny.yaml --out runs/demo/pretrain
+	$(BIN)/enfold visualize --checkpoint runs/demo/pretrain/checkpoint-last.pt --task mask \
+		--out runs/demo/pretrain/mask.png
+	$(BIN)/enfold finetune --config configs/finetune/digits-tiny.yaml --no-compile \
+		--pretrained runs/demo/pretrain/checkpoint-last.pt --out runs/demo/finetune
+	$(BIN)/enfold evaluate --checkpoint runs/demo/finetune/checkpoint-last.pt \
+		--out runs/demo/evaluate
 
 test: setup  ## the whole test suite (CPU, tiny models)
 	$(BIN)/python -m pytest -q

@@ -64,6 +64,7 @@ class DataConfig:
     holdout_fraction: float = 0.05  # folder without train/ and val/: share held out
     crop_scale_min: float = 0.35  # random-resized-crop lower scale (photos, folder)
     hflip: bool = True
+    labels_per_class: int | None = None  # fine-tuning: keep N labelled images per class (seeded)
 
 
 @dataclass
@@ -139,6 +140,22 @@ class EvalConfig:
     batch_size: int = 64
     grid_images: int = 8
     seed: int = 1234
+    knn: bool = False  # pretraining: also monitor kNN accuracy of the features (labelled data)
+    knn_train_images: int = 5000  # labelled training images the kNN monitor indexes at most
+
+
+@dataclass
+class FinetuneConfig:
+    """Classification from a pretrained (or fresh) ViT."""
+
+    mode: Literal["full", "linear", "knn"] = "full"
+    layer_decay: float = 0.75  # lr of block i scales by layer_decay^(depth - i)
+    label_smoothing: float = 0.1
+    mixup: float = 0.0  # mixup alpha; 0 disables
+    cutmix: float = 0.0  # cutmix alpha; 0 disables
+    mixup_prob: float = 1.0
+    knn_k: int = 20
+    knn_temperature: float = 0.07
 
 
 @dataclass
@@ -151,6 +168,7 @@ class Config:
     corrupt: CorruptConfig = field(default_factory=CorruptConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 # ----------------------------------------------------------------------------- loading

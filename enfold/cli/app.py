@@ -52,6 +52,53 @@ def pretrain(
 
 
 @app.command()
+def finetune(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML config (see configs/finetune)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (resumed if it holds one)."),
+    pretrained: Path | None = typer.Option(
+        None, help="checkpoint-last.pt of a pretrain run; without it, train from scratch."),
+    mode: str | None = typer.Option(None, help="full | linear | knn (overrides finetune.mode)."),
+    max_steps: int | None = typer.Option(None, help="Optimizer steps (overrides train.max_steps)."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    no_compile: bool = typer.Option(False, "--no-compile", help="Train eagerly."),
+    resume: bool = typer.Option(False, "--resume", help="Require a checkpoint in --out to resume."),
+) -> None:
+    """Fine-tune a classifier (full or linear probe) or score kNN on frozen features."""
+    from enfold.pipeline.finetune import run_finetune
+
+    extra = [*set_, *([f"finetune.mode={mode}"] if mode else [])]
+    cfg = _load(config, extra, max_steps, no_compile)
+    result = run_finetune(cfg, out, pretrained=pretrained, resume=resume)
+    if os.environ.get("RANK", "0") != "0":
+        return
+    if isinstance(result, dict):
+        typer.echo(f"kNN top-1 {result['top1']:.4f} on {result['count']} held-out images")
+    else:
+        typer.echo(f"done: {result}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A finetune checkpoint."),
+    data: str | None = typer.Option(
+        None, help="digits or folder:PATH (default: the data the checkpoint was trained on)."),
+    out: Path | None = typer.Option(None, help="Directory for eval.json and confusion.png."),
+) -> None:
+    """Top-1, top-5 and per-class accuracy on held-out images, and a confusion matrix."""
+    from enfold.pipeline.finetune import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(checkpoint, data, out)
+    for key, value in metrics.items():
+        if key.startswith("top"):
+            typer.echo(f"{key}: {value:.4f}")
+    typer.echo("per-class accuracy:")
+    for name, acc in metrics["per_class"].items():
+        typer.echo(f"  {name}: {'n/a' if acc is None else f'{acc:.4f}'}")
+    if out:
+        typer.echo(f"wrote {out / 'eval.json'} and {out / 'confusion.png'}")
+
+
+@app.command()
 def visualize(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A pretrain checkpoint."),
     task: str = typer.Option(..., "--task", help="Pretext task: mask, shuffle, sr, noise, gray."),

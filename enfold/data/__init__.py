@@ -10,6 +10,7 @@ from enfold.data.dataset import (
     normalize,
     sample_generator,
 )
+from enfold.data.labeled import LabeledDataset, require_labels, select_per_class
 from enfold.data.sampler import StreamSampler
 from enfold.data.sources import (
     DIGITS_TEST_INDICES,
@@ -38,6 +39,7 @@ __all__ = [
     "DigitsSource",
     "FolderSource",
     "ImageSource",
+    "LabeledDataset",
     "PhotosSource",
     "StreamSampler",
     "build_eval_loader",
@@ -46,6 +48,8 @@ __all__ = [
     "denormalize",
     "load_photo",
     "normalize",
+    "require_labels",
     "sample_generator",
+    "select_per_class",
     "to_channels",
 ]

@@ -65,8 +65,11 @@ def prepare_for_energy(vit: nn.Module) -> nn.Module:
     return vit
 
 
-def create_vit(model_cfg, num_classes: int = 0) -> nn.Module:
-    """Create the timm VisionTransformer named by ``model_cfg.arch`` with the config's sizes."""
+def create_vit(model_cfg, num_classes: int = 0, **extra) -> nn.Module:
+    """Create the timm VisionTransformer named by ``model_cfg.arch`` with the config's sizes.
+
+    ``extra`` goes to timm (e.g. ``global_pool``).
+    """
     overrides = {
         key: getattr(model_cfg, key)
         for key in ("depth", "embed_dim", "num_heads")
@@ -91,6 +94,7 @@ def create_vit(model_cfg, num_classes: int = 0) -> nn.Module:
             in_chans=model_cfg.in_chans,
             drop_path_rate=model_cfg.drop_path,
             **overrides,
+            **extra,
         )
     except (TypeError, AssertionError, ValueError) as exc:
         msg = f"timm could not build '{model_cfg.arch}' with {overrides}: {exc}"
@@ -100,6 +104,11 @@ def create_vit(model_cfg, num_classes: int = 0) -> nn.Module:
     return vit
 
 
+# Classifiers average the normed patch tokens (the tokens the energy reads) instead of using the
+# class token, which the energy never looks at; fc_norm=False keeps timm's state-dict keys.
+POOLING = {"global_pool": "avg", "fc_norm": False}
+
+
 def build_backbone(model_cfg) -> nn.Module:
     """The energy path's ViT: no classifier head, prepared for double backward and export."""
-    return prepare_for_energy(create_vit(model_cfg, num_classes=0))
+    return prepare_for_energy(create_vit(model_cfg, num_classes=0, **POOLING))

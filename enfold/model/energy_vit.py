@@ -103,6 +103,10 @@ class EnergyViT(nn.Module):
             h = v.blocks(h)
         return h[:, v.num_prefix_tokens:]
 
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What a classifier built from this ViT sees: ``(B, C, H, W) -> (B, D)``."""
+        return self.vit.forward_head(self.vit.forward_features(x), pre_logits=True)
+
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """One scalar energy per image: ``(B, C, H, W) -> (B,)``. Low means like the data."""
         return self.head(self.features(x))

@@ -10,8 +10,10 @@ import torch
 from enfold.config import Config
 from enfold.corrupt import build_corruption, build_tasks
 from enfold.data import CorruptedDataset, build_source, build_train_loader
+from enfold.errors import ConfigError
 from enfold.model import EnergyViT, build_energy_model
 from enfold.pipeline.distributed import DistInfo, init_distributed, shutdown
+from enfold.pipeline.knn import KnnMonitor
 from enfold.pipeline.restoration_eval import evaluate_restoration
 from enfold.pipeline.trainer import StageParts, fit
 
@@ -23,6 +25,12 @@ def describe(model: EnergyViT) -> dict[str, list[float]]:
 
 def build_pretrain_parts(cfg: Config, out_dir: Path, dist: DistInfo) -> StageParts:
     """Build the model, data and evaluation of the pretrain stage from the config."""
+    if cfg.train.grad_checkpointing and cfg.train.compile:
+        raise ConfigError(
+            "train.grad_checkpointing needs eager mode: torch.func.grad (used under "
+            "torch.compile) does not support activation checkpointing. Set train.compile=false "
+            "(or pass --no-compile), or turn checkpointing off."
+        )
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_energy_model(cfg)
     patch, chans = cfg.model.patch_size, cfg.model.in_chans
@@ -39,11 +47,16 @@ def build_pretrain_parts(cfg: Config, out_dir: Path, dist: DistInfo) -> StagePar
         heldout = build_source(cfg.data.source, "heldout", cfg.model, cfg.data,
                                heldout_count=cfg.eval.num_images)
         tasks = build_tasks(cfg.corrupt, patch, chans, cfg.data.mean)
+        knn = KnnMonitor(cfg, dist.device) if cfg.eval.knn else None
 
         def evaluate(m: EnergyViT, step: int) -> dict[str, float]:
             grids = {t: out_dir / "grids" / f"step{step:06d}-{t}.png" for t in tasks}
-            return evaluate_restoration(m, tasks, heldout, cfg.data.mean, cfg.data.std, cfg.eval,
-                                        dist.device, grids)
+            metrics = evaluate_restoration(m, tasks, heldout, cfg.data.mean, cfg.data.std,
+                                           cfg.eval, dist.device, grids)
+            if knn is not None:
+                with torch.no_grad():
+                    metrics["eval/knn_top1"] = knn(m.pooled_features)
+            return metrics
 
     return StageParts(stage="pretrain", model=model, train_dataset=train_set,
                       build_loader=loader, evaluate=evaluate, describe=describe)

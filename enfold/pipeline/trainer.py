@@ -11,6 +11,7 @@ so a run resumed from ``checkpoint-last.pt`` continues exactly as if it had neve
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -45,7 +46,10 @@ class StageParts:
     evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None  # rank 0 only
     describe: Callable[[nn.Module], dict[str, Any]] | None = None  # extra fields for the log
     extra_state: dict[str, Any] = field(default_factory=dict)  # stored in every checkpoint
-    trainable: Callable[[nn.Module], list[tuple[str, nn.Parameter]]] | None = None
+    # (model, weight_decay) -> optimizer groups; a group's "lr_scale" multiplies the lr
+    param_groups: Callable[[nn.Module, float], list[dict]] | None = None
+    # applied to each batch on the device before the model (e.g. mixup), seeded per step
+    batch_transform: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -53,10 +57,12 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
 
 
-def param_groups(named: list[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on matrices only; none on biases, norms, embeddings and step sizes."""
     decay, no_decay = [], []
-    for name, p in named:
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         if p.ndim <= 1 or name.endswith(_NO_DECAY_SUFFIXES):
             no_decay.append(p)
         else:
@@ -80,24 +86,15 @@ class Trainer:
         self.tc = cfg.train
         if self.tc.accum_steps < 1:
             raise ConfigError(f"train.accum_steps must be >= 1, got {self.tc.accum_steps}")
-        if self.tc.grad_checkpointing and self.tc.compile:
-            raise ConfigError(
-                "train.grad_checkpointing needs eager mode: torch.func.grad (used under "
-                "torch.compile) does not support activation checkpointing. Set train.compile=false "
-                "(or pass --no-compile), or turn checkpointing off."
-            )
         self.model = parts.model.to(dist.device)
         if self.tc.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
-        named = parts.trainable(self.model) if parts.trainable else [
-            (n, p) for n, p in self.model.named_parameters() if p.requires_grad
-        ]
-        self.params = [p for _, p in named]
+        groups = (parts.param_groups or param_groups)(self.model, self.tc.weight_decay)
+        groups = [g for g in groups if g["params"]]
+        self.params = [p for g in groups for p in g["params"]]
         self.effective_batch = cfg.data.batch_size * self.tc.accum_steps * dist.world_size
         self.peak_lr = scaled_lr(self.tc.base_lr, self.effective_batch, self.tc.lr_batch_base)
-        self.optimizer = torch.optim.AdamW(
-            param_groups(named, self.tc.weight_decay), lr=self.peak_lr, betas=tuple(self.tc.betas)
-        )
+        self.optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, betas=tuple(self.tc.betas))
         self.step = 0
         self.log = MetricsLog(self.out / "metrics.jsonl", enabled=dist.is_main)
         self._maybe_resume(resume)
@@ -198,15 +195,20 @@ class Trainer:
         t_last, n_images = time.perf_counter(), 0
         try:
             while self.step < tc.max_steps:
-                torch.manual_seed(step_seed(tc.seed, dist.rank, self.step))
+                seed = step_seed(tc.seed, dist.rank, self.step)
+                torch.manual_seed(seed)
+                np.random.seed(seed % 2**32)  # timm's mixup draws from numpy and random
+                random.seed(seed)
                 lr = lr_at(self.step, self.peak_lr, tc.max_steps, tc.warmup_steps,
                            tc.min_lr * self.peak_lr / max(tc.base_lr, 1e-30))
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 loss_sum = torch.zeros((), device=dist.device)
                 parts_sum: dict[str, torch.Tensor] = {}
                 for micro in range(tc.accum_steps):
                     batch = [t.to(dist.device, non_blocking=True) for t in next(batches)]
+                    if self.parts.batch_transform is not None:
+                        batch = self.parts.batch_transform(batch)
                     last_micro = micro == tc.accum_steps - 1
                     sync = (model.no_sync() if dist.distributed and not last_micro
                             and hasattr(model, "no_sync") else nullcontext())
