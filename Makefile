@@ -23,9 +23,13 @@ demo: setup  ## pretrain, fine-tune and evaluate on the embedded digits -> runs/
 	$(BIN)/enfold visualize --checkpoint runs/demo/pretrain/checkpoint-last.pt --task mask \
 		--out runs/demo/pretrain/mask.png
 	$(BIN)/enfold finetune --config configs/finetune/digits-tiny.yaml --no-compile \
-		--pretrained runs/demo/pretrain/checkpoint-last.pt --out runs/demo/finetune
+		--max-steps 150 --pretrained runs/demo/pretrain/checkpoint-last.pt --out runs/demo/finetune
 	$(BIN)/enfold evaluate --checkpoint runs/demo/finetune/checkpoint-last.pt \
 		--out runs/demo/evaluate
+	$(BIN)/enfold export --checkpoint runs/demo/finetune/checkpoint-last.pt \
+		--target classifier --format onnx --out runs/demo/export
+	$(BIN)/enfold export --checkpoint runs/demo/pretrain/checkpoint-last.pt \
+		--target restorer --steps 2 --format onnx --out runs/demo/export
 
 test: setup  ## the whole test suite (CPU, tiny models)
 	$(BIN)/python -m pytest -q

@@ -99,6 +99,53 @@ def evaluate(
 
 
 @app.command()
+def export(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A pretrain or finetune checkpoint."),
+    target: str = typer.Option(..., help="classifier | encoder | energy | restorer"),
+    format_: str = typer.Option("onnx", "--format", help="torchscript | onnx | tensorrt"),
+    out: Path = typer.Option(..., "--out", help="Directory for the artifact and its sidecar."),
+    steps: int | None = typer.Option(None, help="Restorer steps K (default: the trained K)."),
+    task: str | None = typer.Option(None, help="Restorer task (default: the first trained)."),
+    batch: str = typer.Option("1:8:32", help="MIN:OPT:MAX batch (TensorRT profile; the "
+                              "TorchScript restorer is traced at OPT)."),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 (mixed: norms and I/O in fp32)."),
+    validate: bool = typer.Option(True, "--validate/--no-validate",
+                                  help="Compare with PyTorch on held-out images."),
+) -> None:
+    """Export a classifier, encoder, energy or unrolled K-step restorer."""
+    from enfold.export.export import export_artifact
+
+    result = export_artifact(str(checkpoint), target, format_, out, steps, task, batch,
+                             precision, validate)
+    typer.echo(f"wrote {result['artifact']} (+ {Path(result['sidecar']).name})")
+    if "validation" in result:
+        _print_report(result["validation"])
+
+
+@app.command("validate")
+def validate_cmd(
+    artifact: Path = typer.Argument(..., help="An exported .onnx, .ts or .engine file."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="The checkpoint it came from."),
+    tolerance: float | None = typer.Option(None, help="Max abs error (default: by precision)."),
+    batches: str = typer.Option("1,3,8", help="Batch sizes to check, comma-separated."),
+) -> None:
+    """Run PyTorch and the artifact on held-out images; fail beyond the tolerance."""
+    from enfold.export.validate import validate_artifact
+
+    sizes = tuple(int(b) for b in batches.split(","))
+    _print_report(validate_artifact(artifact, str(checkpoint), sizes, tolerance=tolerance))
+
+
+def _print_report(report: dict) -> None:
+    for key, value in report.items():
+        if key in ("onnx_ops",):
+            value = ", ".join(value)
+        elif isinstance(value, float):
+            value = f"{value:.6g}"
+        typer.echo(f"  {key}: {value}")
+
+
+@app.command()
 def visualize(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A pretrain checkpoint."),
     task: str = typer.Option(..., "--task", help="Pretext task: mask, shuffle, sr, noise, gray."),

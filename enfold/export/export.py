@@ -1,0 +1,78 @@
+"""``enfold export``: one checkpoint, one target, one format -> an artifact and its sidecar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from enfold.errors import EnfoldError
+from enfold.export.graphs import build_spec
+
+FORMATS = ("torchscript", "onnx", "tensorrt")
+SUFFIX = {"torchscript": ".ts", "onnx": ".onnx", "tensorrt": ".engine"}
+
+
+def parse_batch(text: str) -> tuple[int, int, int]:
+    """``"1:8:32"`` -> (1, 8, 32); ``"8"`` -> (8, 8, 8)."""
+    try:
+        parts = [int(p) for p in text.split(":")]
+    except ValueError as exc:
+        raise EnfoldError(f"--batch {text!r} must be MIN:OPT:MAX (e.g. 1:8:32)") from exc
+    if len(parts) == 1:
+        parts = parts * 3
+    if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2]:
+        raise EnfoldError(f"--batch {text!r} must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX")
+    return parts[0], parts[1], parts[2]
+
+
+def artifact_path(out_dir: Path, target: str, fmt: str, precision: str,
+                  steps: int | None) -> Path:
+    name = target + (f"-k{steps}" if target == "restorer" and steps else "")
+    name += "-fp16" if precision == "fp16" else ""
+    return out_dir / (name + SUFFIX[fmt])
+
+
+def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
+                    steps: int | None = None, task: str | None = None, batch: str = "1:8:32",
+                    precision: str = "fp32", validate: bool = True) -> dict[str, Any]:
+    """Export and (unless ``validate=False``) validate; returns the paths and the report."""
+    if fmt not in FORMATS:
+        raise EnfoldError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if precision not in ("fp32", "fp16"):
+        raise EnfoldError(f"unknown --precision {precision!r}; use fp32 or fp16")
+    if fmt == "torchscript" and precision != "fp32":
+        raise EnfoldError("TorchScript artifacts are fp32; use --format onnx or tensorrt for fp16")
+    lo, opt, hi = parse_batch(batch)
+    if fmt == "tensorrt":  # fail fast, before any tracing, when TensorRT cannot run here
+        from enfold.export.tensorrt_build import import_tensorrt, require_gpu
+
+        import_tensorrt()
+        require_gpu()
+    spec = build_spec(checkpoint, target, steps, task)
+    out_dir = Path(out_dir)
+    path = artifact_path(out_dir, target, fmt, precision, spec.metadata.get("steps"))
+    if fmt == "torchscript":
+        from enfold.export.torchscript_export import export_torchscript
+
+        export_torchscript(spec, path, batch=opt)
+    else:
+        from enfold.export.onnx_export import export_onnx, write_sidecar
+
+        onnx_path = path.with_suffix(".onnx")
+        export_onnx(spec, onnx_path, precision)
+        if fmt == "tensorrt":
+            from enfold.export.tensorrt_build import build_engine
+
+            build_engine(onnx_path, path, (lo, opt, hi), (spec.in_chans, spec.img_size,
+                                                          spec.img_size), precision,
+                         timing_cache=out_dir / "timing.cache")
+            write_sidecar(path, {**spec.metadata, "format": "tensorrt", "precision": precision,
+                                 "batch_profile": [lo, opt, hi]})
+    result: dict[str, Any] = {"artifact": str(path), "sidecar": str(path) + ".json"}
+    if validate:
+        from enfold.export.validate import validate_artifact
+
+        batches = (1, 3, 8) if fmt != "tensorrt" else tuple(sorted({lo, opt, hi}))
+        result["validation"] = validate_artifact(path, checkpoint, batches=batches,
+                                                 device="cuda" if fmt == "tensorrt" else "cpu")
+    return result

@@ -1,0 +1,150 @@
+"""The exportable graphs: what each ``--target`` computes, as a module of plain tensor ops.
+
+The restorer is the interesting one: ``K`` unrolled steps, each an energy forward and its input
+gradient, traced by ``make_fx`` into a flat graph of aten ops (backward included) with the learned
+step sizes baked in. Nothing in it needs autograd at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch._decomp import core_aten_decompositions
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from enfold.errors import EnfoldError
+
+TARGETS = ("classifier", "encoder", "energy", "restorer")
+
+
+@dataclass
+class ExportSpec:
+    """A module to export plus what its consumers need to know about it."""
+
+    target: str
+    module: nn.Module  # forward(x: (B, C, H, W) float32) -> one tensor
+    reference: Any  # callable computing the same thing eagerly, for validation
+    img_size: int
+    in_chans: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class _Call(nn.Module):
+    """Wrap a callable (or a traced GraphModule) as a module with ``forward(x)``.
+
+    ``owner`` (the model the callable belongs to) is registered so its weights travel with the
+    module; they are frozen, as deployment graphs take no gradient with respect to them.
+    """
+
+    def __init__(self, fn: Any, owner: nn.Module | None = None):
+        super().__init__()
+        self.fn = fn
+        if owner is not None:
+            self.owner = owner.eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def trace_batch(avoid: set[int]) -> int:
+    """A batch size for symbolic tracing that equals no other dimension.
+
+    Symbolic tracing gives equal sizes the same symbol ("duck sizing"), so tracing at batch 3
+    with 3 channels would tie the batch to the channel count and bake it into the graph.
+    """
+    for n in (7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47):
+        if n not in avoid:
+            return n
+    raise EnfoldError("could not find a batch size distinct from the model's dimensions")
+
+
+def unrolled_restorer(model, steps: int) -> nn.Module:
+    """Trace ``model.restore(x, steps)`` into one flat graph of aten ops with a free batch."""
+    model = model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    vit = model.vit
+    grid = vit.patch_embed.grid_size[0]
+    avoid = {model.in_chans, model.img_size, grid, grid * grid, grid * grid + 1, vit.embed_dim,
+             steps, vit.patch_embed.patch_size[0], len(vit.blocks)}
+    for block in vit.blocks:
+        avoid |= {block.attn.num_heads, block.attn.head_dim, block.mlp.fc1.out_features}
+    x = torch.zeros(trace_batch(avoid), model.in_chans, model.img_size, model.img_size)
+
+    def restore(x: torch.Tensor) -> torch.Tensor:
+        return model.restore(x, steps)
+
+    graph = make_fx(restore, decomposition_table=core_aten_decompositions(),
+                    tracing_mode="symbolic", _allow_non_fake_inputs=True)(x)
+    return _Call(graph)
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_spec(checkpoint: str, target: str, steps: int | None = None,
+               task: str | None = None) -> ExportSpec:
+    """Rebuild the model of ``checkpoint`` and the graph for ``target``."""
+    from enfold.config import config_from_checkpoint
+    from enfold.model import build_energy_model
+    from enfold.pipeline.checkpoint import library_versions, load_checkpoint
+    from enfold.pipeline.finetune import load_classifier
+
+    if target not in TARGETS:
+        raise EnfoldError(f"unknown --target {target!r}; choose one of {', '.join(TARGETS)}")
+    state = load_checkpoint(checkpoint)
+    stage = state.get("stage")
+    cfg = config_from_checkpoint(state["config"])
+    versions = library_versions()
+    meta: dict[str, Any] = {
+        "target": target, "img_size": cfg.model.img_size, "in_chans": cfg.model.in_chans,
+        "mean": cfg.data.mean, "std": cfg.data.std, "arch": cfg.model.arch,
+        "enfold_version": versions.get("enfold"), "torch_version": versions.get("torch"),
+        "checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(checkpoint),
+        "checkpoint_stage": stage,
+    }
+    if target == "classifier":
+        if stage != "finetune":
+            raise EnfoldError(f"--target classifier needs a finetune checkpoint; {checkpoint} "
+                              f"is a '{stage}' checkpoint (run `enfold finetune` first)")
+        net, _, classes = load_classifier(checkpoint)
+        meta["class_names"] = classes
+        return ExportSpec(target, _Call(net, net), net, cfg.model.img_size, cfg.model.in_chans,
+                          meta)
+    if target == "encoder" and stage == "finetune":
+        net, _, classes = load_classifier(checkpoint)
+        return ExportSpec(target, _Call(net.features, net), net.features, cfg.model.img_size,
+                          cfg.model.in_chans, meta)
+    if stage != "pretrain":
+        raise EnfoldError(f"--target {target} needs a pretrain checkpoint; {checkpoint} is a "
+                          f"'{stage}' checkpoint")
+    model = build_energy_model(cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    if target == "encoder":
+        return ExportSpec(target, _Call(model.pooled_features, model), model.pooled_features,
+                          cfg.model.img_size, cfg.model.in_chans, meta)
+    if target == "energy":
+        return ExportSpec(target, _Call(model.energy, model), model.energy, cfg.model.img_size,
+                          cfg.model.in_chans, meta)
+    steps = steps or model.num_steps
+    if steps < 1:
+        raise EnfoldError(f"--steps must be at least 1, got {steps}")
+    task = task or cfg.corrupt.tasks[0]
+    if task not in cfg.corrupt.tasks:
+        raise EnfoldError(f"--task {task!r}: this model was trained on {cfg.corrupt.tasks}")
+    meta.update(steps=steps, trained_steps=model.num_steps, task=task,
+                step_sizes=[float(a) for a in model.step_sizes(steps).detach()])
+    return ExportSpec(target, unrolled_restorer(model, steps),
+                      lambda x: model.restore(x, steps), cfg.model.img_size,
+                      cfg.model.in_chans, meta)

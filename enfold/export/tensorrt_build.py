@@ -1,0 +1,119 @@
+"""TensorRT engines from the exported ONNX model, with the TensorRT Python API (no trtexec).
+
+TensorRT 11 builds strongly typed networks only: an fp16 engine comes from the mixed-precision
+ONNX model (``--precision fp16``). TensorRT 10 still has weak typing and the FP16 builder flag.
+Both paths are here; ``tensorrt`` is imported only inside these functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from enfold.errors import EnfoldError
+
+INSTALL_HINT = (
+    "TensorRT is not installed. On a machine with an NVIDIA GPU: pip install 'enfold[tensorrt]' "
+    "(the tensorrt wheel comes from NVIDIA's package index), or use JetPack's TensorRT on Jetson."
+)
+
+
+def import_tensorrt():
+    """The ``tensorrt`` module, or a clear error naming what to install."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise EnfoldError(INSTALL_HINT) from exc
+    return trt
+
+
+def require_gpu() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise EnfoldError("building a TensorRT engine needs an NVIDIA GPU, and none is visible "
+                          "(torch.cuda.is_available() is False)")
+
+
+def major_version(trt: Any) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+def build_engine(onnx_path: Path, engine_path: Path, batch: tuple[int, int, int],
+                 input_shape: tuple[int, int, int], precision: str = "fp32",
+                 workspace_gib: float = 2.0, timing_cache: Path | None = None) -> Path:
+    """Parse ``onnx_path`` and serialize an engine with a min/opt/max batch profile."""
+    trt = import_tensorrt()
+    require_gpu()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    major = major_version(trt)
+    flags = 0
+    if major < 11:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    else:
+        # TensorRT 11: networks are strongly typed; precision comes from the ONNX tensors.
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EnfoldError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if precision == "fp16" and major < 11:
+        config.set_flag(trt.BuilderFlag.FP16)
+    cache = None
+    if timing_cache is not None:
+        data = timing_cache.read_bytes() if timing_cache.exists() else b""
+        cache = config.create_timing_cache(data)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    profile = builder.create_optimization_profile()
+    name = network.get_input(0).name
+    lo, opt, hi = batch
+    profile.set_shape(name, (lo, *input_shape), (opt, *input_shape), (hi, *input_shape))
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EnfoldError(f"TensorRT failed to build an engine from {onnx_path} (see its log)")
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    engine_path.write_bytes(bytes(serialized))
+    if cache is not None and timing_cache is not None:
+        timing_cache.write_bytes(bytes(cache.serialize()))
+    return engine_path
+
+
+class TensorRTRunner:
+    """Run a serialized engine on torch CUDA tensors (device buffers, one CUDA stream)."""
+
+    def __init__(self, engine_path: Path):
+        trt = import_tensorrt()
+        require_gpu()
+        import torch
+
+        self.torch = torch
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+        if self.engine is None:
+            raise EnfoldError(f"{engine_path} is not a TensorRT engine for this TensorRT version "
+                              "and GPU; rebuild it on this machine")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        mode = trt.TensorIOMode.INPUT
+        self.input = next(n for n in names if self.engine.get_tensor_mode(n) == mode)
+        self.output = next(n for n in names if self.engine.get_tensor_mode(n) != mode)
+        self.stream = torch.cuda.Stream()
+
+    def __call__(self, x):
+        torch = self.torch
+        x = x.to("cuda", torch.float32).contiguous()
+        self.context.set_input_shape(self.input, tuple(x.shape))
+        out = torch.empty(tuple(self.context.get_tensor_shape(self.output)), device="cuda",
+                          dtype=torch.float32)
+        self.context.set_tensor_address(self.input, x.data_ptr())
+        self.context.set_tensor_address(self.output, out.data_ptr())
+        with torch.cuda.stream(self.stream):
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise EnfoldError("TensorRT execution failed")
+        self.stream.synchronize()
+        return out

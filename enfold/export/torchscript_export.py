@@ -1,0 +1,29 @@
+"""TorchScript export: loads with ``torch.jit.load`` and runs without enfold's model code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from enfold.export.graphs import ExportSpec
+from enfold.export.onnx_export import write_sidecar
+
+
+def export_torchscript(spec: ExportSpec, path: Path, batch: int) -> Path:
+    """Trace ``spec`` to TorchScript.
+
+    Classifier, encoder and energy keep a free batch. The restorer is a trace of the unrolled
+    aten graph, whose batch size is fixed at ``batch`` (tracing records the traced shapes).
+    """
+    x = torch.zeros(batch, spec.in_chans, spec.img_size, spec.img_size)
+    with torch.no_grad():
+        traced = torch.jit.trace(spec.module, (x,), check_trace=False)
+    meta = {**spec.metadata, "format": "torchscript", "precision": "fp32"}
+    if spec.target == "restorer":
+        meta["fixed_batch"] = batch
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(traced, str(path), _extra_files={"enfold.json": json.dumps(meta)})
+    write_sidecar(path, meta)
+    return path

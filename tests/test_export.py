@@ -1,0 +1,148 @@
+"""Export: ONNX (fp32, fp16), TorchScript and the TensorRT path, validated against PyTorch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import onnx
+import pytest
+import torch
+from conftest import DIGITS_TINY, ROOT, TINY, run_cli, set_args
+
+from enfold.export.export import export_artifact
+from enfold.export.graphs import build_spec
+from enfold.export.validate import ValidationError, check_onnx_graph, heldout_inputs
+
+FINETUNE_TINY = ROOT / "configs" / "finetune" / "digits-tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A tiny pretrained energy ViT and a classifier fine-tuned from it."""
+    root = tmp_path_factory.mktemp("export")
+    run_cli("pretrain", "--config", str(DIGITS_TINY), "--out", str(root / "pre"),
+            "--no-compile", *set_args([*TINY, "train.max_steps=20", "eval.every=0"]))
+    pre = root / "pre" / "checkpoint-last.pt"
+    run_cli("finetune", "--config", str(FINETUNE_TINY), "--pretrained", str(pre), "--out",
+            str(root / "ft"), "--no-compile",
+            *set_args([*TINY, "train.max_steps=20", "eval.every=0"]))
+    return {"pretrain": str(pre), "finetune": str(root / "ft" / "checkpoint-last.pt"),
+            "root": root}
+
+
+def test_restorer_onnx_dynamic_batch_matches_pytorch_and_grows_with_k(checkpoints, tmp_path):
+    result = export_artifact(checkpoints["pretrain"], "restorer", "onnx", tmp_path, steps=2)
+    report = result["validation"]
+    assert report["passed"] and set(report["max_abs_by_batch"]) == {"1", "3", "8"}
+    assert max(report["max_abs_by_batch"].values()) <= 1e-4
+    assert report["max_abs_update_error"] <= 1e-4
+    model = onnx.load(result["artifact"])
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 8, 8]
+    assert "LayerNormalization" in report["onnx_ops"]
+    meta = json.loads(open(result["sidecar"]).read())
+    assert meta["steps"] == 2 and len(meta["step_sizes"]) == 2 and meta["task"] == "mask"
+    assert len(meta["checkpoint_sha256"]) == 64 and meta["mean"] == [0.5, 0.5, 0.5]
+    props = {p.key: json.loads(p.value) for p in model.metadata_props}
+    assert props["steps"] == 2 and props["opset"] >= 17
+    one = export_artifact(checkpoints["pretrain"], "restorer", "onnx", tmp_path / "k1", steps=1,
+                          validate=False)
+    three = export_artifact(checkpoints["pretrain"], "restorer", "onnx", tmp_path / "k3",
+                            steps=3, validate=False)
+    nodes = [len(onnx.load(r["artifact"]).graph.node) for r in (one, result, three)]
+    # every step adds its forward and its input-gradient ops: linear growth in K
+    assert nodes[0] < nodes[1] < nodes[2]
+    assert nodes[2] - nodes[1] == pytest.approx(nodes[1] - nodes[0], rel=0.05)
+
+
+def test_classifier_onnx_gives_identical_top1_labels(checkpoints, tmp_path):
+    report = export_artifact(checkpoints["finetune"], "classifier", "onnx", tmp_path)["validation"]
+    assert report["top1_agreement"] == 1.0 and report["max_abs_error"] <= 1e-4
+    meta = json.loads((tmp_path / "classifier.onnx.json").read_text())
+    assert meta["class_names"] == [str(i) for i in range(10)]
+
+
+@pytest.mark.parametrize("target", ["restorer", "classifier"])
+def test_fp16_onnx_within_documented_tolerance(checkpoints, tmp_path, target):
+    ckpt = checkpoints["pretrain" if target == "restorer" else "finetune"]
+    result = export_artifact(ckpt, target, "onnx", tmp_path, precision="fp16")
+    report = result["validation"]
+    assert report["passed"] and report["precision"] == "fp16"
+    model = onnx.load(result["artifact"])
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 I/O
+    types = {init.data_type for init in model.graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in types  # the internals really are fp16
+
+
+@pytest.mark.parametrize("target", ["classifier", "encoder", "restorer"])
+def test_torchscript_loads_in_a_fresh_process_without_enfold(checkpoints, tmp_path, target):
+    ckpt = checkpoints["pretrain" if target == "restorer" else "finetune"]
+    result = export_artifact(ckpt, target, "torchscript", tmp_path, batch="1:4:8")
+    assert result["validation"]["passed"]
+    spec = build_spec(ckpt, target)
+    (inputs, _, _), _ = heldout_inputs(ckpt, spec.metadata, 4)
+    with torch.no_grad():
+        expected = spec.reference(inputs)
+    torch.save({"x": inputs, "y": expected}, tmp_path / "io.pt")
+    probe = (
+        "import sys, torch\n"
+        f"m = torch.jit.load({result['artifact']!r})\n"
+        f"io = torch.load({str(tmp_path / 'io.pt')!r})\n"
+        "err = (m(io['x']) - io['y']).abs().max().item()\n"
+        "assert not any(k.startswith('enfold') for k in sys.modules), 'enfold was imported'\n"
+        "print(err)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=tmp_path, check=True)
+    assert float(out.stdout.strip()) <= 1e-4
+
+
+def test_tensorrt_without_tensorrt_names_the_missing_package(checkpoints, tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("tensorrt is installed here")
+    except ImportError:
+        pass
+    proc = run_cli("export", "--checkpoint", checkpoints["finetune"], "--target", "classifier",
+                   "--format", "tensorrt", "--out", str(tmp_path), check=False)
+    assert proc.returncode == 2
+    assert "TensorRT is not installed" in proc.stderr and "tensorrt" in proc.stderr
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_engine_builds_and_matches_pytorch(checkpoints, tmp_path, precision):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("TensorRT needs an NVIDIA GPU")
+    for target, ckpt in (("classifier", "finetune"), ("restorer", "pretrain")):
+        result = export_artifact(checkpoints[ckpt], target, "tensorrt", tmp_path, batch="1:4:8",
+                                 precision=precision)
+        assert result["validation"]["passed"]
+
+
+def test_onnx_op_outside_the_tensorrt_allow_list_fails(tmp_path):
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Det", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [2, 2])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [])])
+    path = tmp_path / "det.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    with pytest.raises(ValidationError, match="allow-list.*Det"):
+        check_onnx_graph(path)
+
+
+def test_validate_cli_fails_beyond_tolerance(checkpoints, tmp_path):
+    export_artifact(checkpoints["pretrain"], "energy", "onnx", tmp_path, validate=False)
+    ok = run_cli("validate", str(tmp_path / "energy.onnx"), "--checkpoint",
+                 checkpoints["pretrain"])
+    assert "passed: True" in ok.stdout
+    bad = run_cli("validate", str(tmp_path / "energy.onnx"), "--checkpoint",
+                  checkpoints["pretrain"], "--tolerance", "1e-12", check=False)
+    assert bad.returncode == 2 and "differs from PyTorch" in bad.stderr
