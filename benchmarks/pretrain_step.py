@@ -18,19 +18,11 @@ import statistics
 import time
 
 
-def _peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (Linux VmHWM)."""
+def _proc_status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (VmHWM: peak resident, VmRSS: current), in MiB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -76,7 +68,7 @@ def run_mode(args: argparse.Namespace, compiled: bool, queue: mp.Queue) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    rss_before = _rss_mib()
+    rss_before = _proc_status_mib("VmRSS")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
@@ -96,7 +88,7 @@ def run_mode(args: argparse.Namespace, compiled: bool, queue: mp.Queue) -> None:
         peak = torch.cuda.max_memory_allocated(device) / 2**20
         peak_kind = "cuda max_memory_allocated"
     else:
-        peak = _peak_rss_mib() - rss_before
+        peak = _proc_status_mib("VmHWM") - rss_before
         peak_kind = "peak RSS growth"
     queue.put({"mode": "compiled" if compiled else "eager", "first_step_s": first,
                "step_s": statistics.median(times), "images_per_s": args.batch /

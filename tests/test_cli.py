@@ -17,7 +17,7 @@ from enfold.pipeline.checkpoint import load_checkpoint
 
 def test_help_lists_the_stages_and_needs_no_optional_library():
     out = run_cli("--help").stdout
-    for command in ("pretrain", "visualize"):
+    for command in ("pretrain", "finetune", "evaluate", "export", "validate", "visualize"):
         assert command in out
     probe = ("import sys, enfold, enfold.cli.app, enfold.pipeline.pretrain; "
              "bad = [m for m in ('tensorrt', 'onnxruntime', 'pycuda') if m in sys.modules]; "
