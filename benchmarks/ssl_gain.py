@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ssl_gain")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
     parser.add_argument("--set", nargs="*", default=[], help="extra fine-tune overrides")
+    parser.add_argument("--pretrain-set", nargs="*", default=[],
+                        help="extra pretraining overrides, e.g. corrupt.mask.patch_size=4")
     args = parser.parse_args()
 
     from enfold.config import load_config
@@ -80,8 +82,8 @@ def main() -> None:
 
     t0 = time.time()
     pre_dir = args.out / "pretrain"
-    ckpt = run_pretrain(load_config(PRETRAIN, [f"train.max_steps={args.pretrain_steps}"]),
-                        pre_dir)
+    ckpt = run_pretrain(load_config(PRETRAIN, [f"train.max_steps={args.pretrain_steps}",
+                                               *args.pretrain_set]), pre_dir)
     evals = [json.loads(line) for line in (pre_dir / "metrics.jsonl").open()]
     last = [r for r in evals if "eval/mask/psnr_restored" in r][-1]
 

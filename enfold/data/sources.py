@@ -16,6 +16,7 @@ Three sources exist, all usable offline:
 
 from __future__ import annotations
 
+import abc
 import functools
 import hashlib
 import math
@@ -233,7 +234,7 @@ def _index_generator(seed: int, index: int) -> torch.Generator:
 # ----------------------------------------------------------------------------- base class
 
 
-class ImageSource(torch.utils.data.Dataset):
+class ImageSource(torch.utils.data.Dataset, abc.ABC):
     """A finite, indexable collection of clean images.
 
     Subclasses implement ``__len__`` and ``_load(index, generator)``; ``image`` checks the index
@@ -254,11 +255,13 @@ class ImageSource(torch.utils.data.Dataset):
         self.labels = None
         self.classes = None
 
+    @abc.abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """Number of images."""
 
+    @abc.abstractmethod
     def _load(self, index: int, generator: torch.Generator | None) -> torch.Tensor:
-        raise NotImplementedError
+        """Image ``index`` as ``(C, img_size, img_size)``, augmented from ``generator`` if any."""
 
     def image(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Image ``index`` as float32 ``(in_chans, img_size, img_size)`` in [0, 1].
