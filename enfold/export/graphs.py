@@ -93,8 +93,11 @@ def _sha256(path: str) -> str:
 
 
 def build_spec(checkpoint: str, target: str, steps: int | None = None,
-               task: str | None = None) -> ExportSpec:
-    """Rebuild the model of ``checkpoint`` and the graph for ``target``."""
+               task: str | None = None, trace: bool = True) -> ExportSpec:
+    """Rebuild the model of ``checkpoint`` and the graph for ``target``.
+
+    ``trace=False`` skips tracing the restorer graph (validation needs only the reference).
+    """
     from enfold.config import config_from_checkpoint
     from enfold.model import build_energy_model
     from enfold.pipeline.checkpoint import library_versions, load_checkpoint
@@ -145,6 +148,6 @@ def build_spec(checkpoint: str, target: str, steps: int | None = None,
         raise EnfoldError(f"--task {task!r}: this model was trained on {cfg.corrupt.tasks}")
     meta.update(steps=steps, trained_steps=model.num_steps, task=task,
                 step_sizes=[float(a) for a in model.step_sizes(steps).detach()])
-    return ExportSpec(target, unrolled_restorer(model, steps),
-                      lambda x: model.restore(x, steps), cfg.model.img_size,
+    graph = unrolled_restorer(model, steps) if trace else _Call(model.restore, model)
+    return ExportSpec(target, graph, lambda x: model.restore(x, steps), cfg.model.img_size,
                       cfg.model.in_chans, meta)

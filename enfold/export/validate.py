@@ -118,7 +118,8 @@ def validate_artifact(artifact: str | Path, checkpoint: str, batches: tuple[int,
                               "format": meta["format"], "precision": meta["precision"]}
     if meta["format"] == "onnx":
         report.update(check_onnx_graph(artifact))
-    spec = build_spec(checkpoint, meta["target"], steps=meta.get("steps"), task=meta.get("task"))
+    spec = build_spec(checkpoint, meta["target"], steps=meta.get("steps"), task=meta.get("task"),
+                      trace=False)
     (inputs, clean, weight), cfg = heldout_inputs(checkpoint, meta, count)
     run = load_runner(artifact, meta, device)
     if "fixed_batch" in meta:  # a traced restorer runs at its traced batch size only
