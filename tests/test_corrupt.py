@@ -75,15 +75,18 @@ def _mix_cfg(tasks: list[str], weights: list[float] | None) -> CorruptConfig:
     return CorruptConfig(tasks=tasks, weights=weights)
 
 
+def _task_or_mix(name):
+    if name == "mix":
+        return build_corruption(CorruptConfig(tasks=TASKS), PATCH, 3, MEAN)
+    return _build(name)
+
+
 # ----------------------------------------------------------------------------- shapes and purity
 
 
 @pytest.mark.parametrize("name", [*TASKS, "mix"])
 def test_shapes_dtype_and_clean_is_input(name):
-    if name == "mix":
-        corruption = build_corruption(CorruptConfig(tasks=TASKS), PATCH, 3, MEAN)
-    else:
-        corruption = _build(name)
+    corruption = _task_or_mix(name)
     img = _img(1)
     before = img.clone()
     for seed in range(5):
@@ -116,10 +119,7 @@ def test_patch_tasks_weight_is_patchwise_and_nontrivial(name):
 
 @pytest.mark.parametrize("name", [*TASKS, "mix"])
 def test_same_seed_same_output(name):
-    if name == "mix":
-        corruption = build_corruption(CorruptConfig(tasks=TASKS), PATCH, 3, MEAN)
-    else:
-        corruption = _build(name)
+    corruption = _task_or_mix(name)
     img = _img(3)
     a = corruption(img, _gen(42))
     b = corruption(img, _gen(42))

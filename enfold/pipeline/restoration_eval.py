@@ -21,11 +21,9 @@ def region_psnr(image: torch.Tensor, clean: torch.Tensor, weight: torch.Tensor) 
     return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
-@torch.no_grad()
-def restore_panel(model, corrupted: torch.Tensor, clean: torch.Tensor, mean: list[float],
-                  std: list[float], steps: int | None = None) -> list[torch.Tensor]:
+def panel_columns(corrupted: torch.Tensor, xs: list[torch.Tensor], clean: torch.Tensor,
+                  mean: list[float], std: list[float]) -> list[torch.Tensor]:
     """Columns of a picture: corrupted, step 1 .. step K, clean; each ``(B, C, H, W)`` in [0,1]."""
-    xs = model.restore_steps(corrupted, steps)
     cols = [corrupted, *xs, clean]
     return [denormalize(c, mean, std).clamp(0, 1).float().cpu() for c in cols]
 
@@ -57,20 +55,21 @@ def evaluate_restoration(model, tasks: dict, source, mean: list[float], std: lis
     for name, corruption in tasks.items():
         data = CorruptedDataset(source, corruption, mean, std, seed=eval_cfg.seed, augment=False)
         loader = build_eval_loader(torch.utils.data.Subset(data, range(n)), eval_cfg.batch_size)
-        psnr_in, psnr_out, first = [], [], None
+        psnr_in, psnr_out, cols = [], [], None
         for corrupted, clean, weight in loader:
             corrupted, clean, weight = corrupted.to(device), clean.to(device), weight.to(device)
-            restored = model.restore(corrupted, steps)
+            xs = model.restore_steps(corrupted, steps)  # every step: the grid shows them all
+            restored = xs[-1]
             keep = weight.flatten(1).sum(1) > 0
             pix = [denormalize(t, mean, std) for t in (corrupted, restored, clean)]
             psnr_in.append(region_psnr(pix[0], pix[2], weight)[keep].cpu())
             psnr_out.append(region_psnr(pix[1], pix[2], weight)[keep].cpu())
-            if first is None:
-                first = (corrupted[: eval_cfg.grid_images], clean[: eval_cfg.grid_images])
+            if cols is None:  # the first batch's steps make the picture; no second restore
+                g = eval_cfg.grid_images
+                cols = panel_columns(corrupted[:g], [x[:g] for x in xs], clean[:g], mean, std)
         metrics[f"eval/{name}/psnr_input"] = float(torch.cat(psnr_in).mean())
         metrics[f"eval/{name}/psnr_restored"] = float(torch.cat(psnr_out).mean())
-        if grid_paths and name in grid_paths and first is not None:
-            cols = restore_panel(model, *first, mean, std, steps)
+        if grid_paths and name in grid_paths and cols is not None:
             size = cols[0].shape[-1]
             save_grid(cols, grid_paths[name], scale=max(1, math.ceil(64 / size)))
     return metrics
