@@ -49,3 +49,15 @@ def tiny_cfg():
     from enfold.config import load_config
 
     return load_config(DIGITS_TINY, [*TINY, "train.compile=false"])
+
+
+@pytest.fixture(scope="session")
+def digits_tiny_run(tmp_path_factory) -> Path:
+    """The foundation issue's exact command, run once per test session: its run directory.
+
+    Tests that need a model which really restores (learning, runtime) share this run.
+    """
+    out = tmp_path_factory.mktemp("digits-tiny") / "run"
+    run_cli("pretrain", "--config", str(DIGITS_TINY), "--out", str(out), "--max-steps", "300",
+            timeout=1200)
+    return out

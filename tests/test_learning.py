@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DIGITS_TINY, run_cli
 
 from enfold.pipeline.progress import read_metrics
 
 
 @pytest.mark.slow
-def test_digits_tiny_300_steps_restores_masked_patches(tmp_path):
-    out = tmp_path / "run"
-    run_cli("pretrain", "--config", str(DIGITS_TINY), "--out", str(out), "--max-steps", "300",
-            timeout=1200)
+def test_digits_tiny_300_steps_restores_masked_patches(digits_tiny_run):
+    # digits_tiny_run: enfold pretrain --config configs/pretrain/digits-tiny.yaml --max-steps 300
+    out = digits_tiny_run
     evals = [r for r in read_metrics(out / "metrics.jsonl") if "eval/mask/psnr_restored" in r]
     last = evals[-1]
     assert last["step"] == 300

@@ -163,6 +163,156 @@ def visualize(
     typer.echo(f"wrote {out}")
 
 
+# ----------------------------------------------------------------------------- inference
+
+MODEL_HELP = "An artifact from `enfold export` (.onnx, .ts, .engine) or a checkpoint (.pt)."
+BACKEND_HELP = "auto | torch | torchscript | onnxruntime | tensorrt"
+DEVICE_HELP = "cpu | cuda (default: cuda when a GPU is visible)."
+PROVIDER_HELP = "onnxruntime execution provider: tensorrt | cuda | cpu (default: best available)."
+
+
+def _session(model: Path, backend: str, device: str | None, provider: str | None):
+    from enfold.runtime import load
+
+    session = load(model, backend=backend, device=device, provider=provider)
+    typer.echo(f"model: {model} on {session.describe()}", err=True)
+    return session
+
+
+def _finish(errors: dict[str, str]) -> None:
+    """Report unreadable inputs after every readable one has its result; exit 1 if any."""
+    for path, why in errors.items():
+        typer.secho(f"skipped {path}: {why}", fg=typer.colors.YELLOW, err=True)
+    if errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def predict(
+    images: list[Path] = typer.Argument(..., help="Image files or directories."),
+    model: Path = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Labels to show per image."),
+    json_: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
+    device: str | None = typer.Option(None, help=DEVICE_HELP),
+    provider: str | None = typer.Option(None, help=PROVIDER_HELP),
+) -> None:
+    """Classify images: the top-k labels and their probabilities."""
+    import json
+
+    from enfold.runtime.commands import predict_files
+    from enfold.runtime.images import list_images
+
+    session = _session(model, backend, device, provider)
+    results, errors = predict_files(session, list_images(images), top_k)
+    if json_:
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            ranked = "  ".join(f"{t['label']} {t['score']:.3f}" for t in r["top_k"])
+            typer.echo(f"{r['file']}: {r['label']}   ({ranked})")
+    _finish(errors)
+
+
+@app.command()
+def restore(
+    images: list[Path] = typer.Argument(..., help="Image files or directories."),
+    model: Path = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the PNGs."),
+    task: str | None = typer.Option(
+        None, help="mask | shuffle | sr | noise | gray (default: the artifact's task)."),
+    degraded: bool = typer.Option(False, "--degraded",
+                                  help="Inputs are already degraded: restore them as they are."),
+    seed: int = typer.Option(0, help="Seed of the corruption."),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
+    device: str | None = typer.Option(None, help=DEVICE_HELP),
+    provider: str | None = typer.Option(None, help=PROVIDER_HELP),
+) -> None:
+    """Corrupt (unless --degraded) and restore images; write restored PNGs and panels."""
+    from enfold.runtime.commands import restore_files
+    from enfold.runtime.images import list_images
+
+    session = _session(model, backend, device, provider)
+    results, errors = restore_files(session, list_images(images), out, task, seed, degraded)
+    for r in results:
+        psnr = (f"  PSNR on the {r['task']} region: input {r['psnr_input']:.2f} dB -> restored "
+                f"{r['psnr_restored']:.2f} dB" if "psnr_input" in r else "")
+        typer.echo(f"{r['file']} -> {r['restored']}{psnr}")
+    typer.echo(f"wrote {out / 'restore.json'}")
+    _finish(errors)
+
+
+@app.command()
+def score(
+    images: list[Path] = typer.Argument(..., help="Image files or directories."),
+    model: Path = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    json_: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
+    device: str | None = typer.Option(None, help=DEVICE_HELP),
+    provider: str | None = typer.Option(None, help=PROVIDER_HELP),
+) -> None:
+    """Print each image's energy (low: like the training data)."""
+    import json
+
+    from enfold.runtime.commands import score_files
+    from enfold.runtime.images import list_images
+
+    session = _session(model, backend, device, provider)
+    results, errors = score_files(session, list_images(images))
+    if json_:
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            typer.echo(f"{r['file']}: {r['energy']:.6g}")
+    _finish(errors)
+
+
+@app.command()
+def serve(
+    model: Path = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="TCP port."),
+    max_batch: int = typer.Option(16, "--max-batch", min=1,
+                                  help="Most images run in one batch."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0.0,
+                                      help="Longest wait for a batch to fill."),
+    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Upload size limit."),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
+    device: str | None = typer.Option(None, help=DEVICE_HELP),
+    provider: str | None = typer.Option(None, help=PROVIDER_HELP),
+) -> None:
+    """Serve classify, restore and energy over HTTP, batching concurrent requests."""
+    from enfold.runtime.server import serve as run_server
+
+    run_server(model, backend=backend, device=device, provider=provider, host=host, port=port,
+               max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb)
+
+
+@app.command()
+def bench(
+    model: Path = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    backends: str | None = typer.Option(
+        None, help="Comma-separated backends (default: every one that loads)."),
+    batch: str = typer.Option("1,8,32", help="Batch sizes, comma-separated."),
+    seconds: float = typer.Option(3.0, help="Timed seconds per backend and batch size."),
+    device: str | None = typer.Option(None, help=DEVICE_HELP),
+    out: Path | None = typer.Option(None, help="JSON report (default: MODEL.bench.json)."),
+) -> None:
+    """Latency p50/p95 and images/s of every available backend, and each one's speedup vs
+    PyTorch eager."""
+    import json
+
+    from enfold.runtime.bench import bench as run_bench
+    from enfold.runtime.bench import format_table, parse_batches
+
+    names = [b.strip() for b in backends.split(",")] if backends else None
+    report = run_bench(model, names, parse_batches(batch), seconds, device)
+    typer.echo(format_table(report))
+    out = out or model.with_name(model.name + ".bench.json")
+    out.write_text(json.dumps(report, indent=2))
+    typer.echo(f"wrote {out}")
+
+
 def main() -> None:
     """Console entry point: user errors print one clear line, not a traceback."""
     try:

@@ -44,6 +44,7 @@ class _Call(nn.Module):
         self.fn = fn
         if owner is not None:
             self.owner = owner.eval().requires_grad_(False)
+        self.eval()  # exporters check the wrapper's own mode too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
@@ -98,7 +99,8 @@ def build_spec(checkpoint: str, target: str, steps: int | None = None,
 
     ``trace=False`` skips tracing the restorer graph (validation needs only the reference).
     """
-    from enfold.config import config_from_checkpoint
+    from enfold.config import config_from_checkpoint, to_dict
+    from enfold.corrupt import available
     from enfold.model import build_energy_model
     from enfold.pipeline.checkpoint import library_versions, load_checkpoint
     from enfold.pipeline.finetune import load_classifier
@@ -114,7 +116,13 @@ def build_spec(checkpoint: str, target: str, steps: int | None = None,
         "mean": cfg.data.mean, "std": cfg.data.std, "arch": cfg.model.arch,
         "enfold_version": versions.get("enfold"), "torch_version": versions.get("torch"),
         "checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(checkpoint),
-        "checkpoint_stage": stage,
+        "checkpoint_stage": stage, "patch_size": cfg.model.patch_size,
+        # how image files become model inputs, for every runtime backend alike
+        "preprocess": "centre square crop, bilinear resize (antialiased) to img_size, "
+                      "then (x - mean) / std",
+        # the pretext tasks, so `enfold restore` corrupts files exactly as training did
+        "tasks": list(cfg.corrupt.tasks),
+        "corrupt": {name: to_dict(getattr(cfg.corrupt, name)) for name in available()},
     }
     if target == "classifier":
         if stage != "finetune":

@@ -1,0 +1,88 @@
+"""Restoring image files of any size: corrupt as the pretext task says, restore tile by tile.
+
+An image larger than the model is cut into model-sized tiles (far edges padded by reflection),
+each tile is corrupted with its own seeded generator and restored, and the tiles are stitched
+back. With ``degraded=True`` the file is taken as already corrupted: no clean image, no PSNR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from enfold.errors import EnfoldError
+from enfold.runtime.images import tile, untile
+from enfold.runtime.session import InferenceSession
+
+TILE_BATCH = 64  # tiles restored per call: bounds memory for very large images
+
+
+@dataclass
+class Restoration:
+    """One restored image; every tensor is ``(C, H, W)`` (weight ``(1, H, W)``) in [0, 1]."""
+
+    degraded: torch.Tensor
+    restored: torch.Tensor
+    clean: torch.Tensor | None = None
+    weight: torch.Tensor | None = None  # 1 where the task corrupted the image
+
+    def psnr(self) -> dict[str, float]:
+        """PSNR (dB) of the degraded and restored image against the clean one, on the region."""
+        from enfold.pipeline.restoration_eval import region_psnr
+
+        if self.clean is None or self.weight is None:
+            return {}
+        clean, w = self.clean[None], self.weight[None]
+        return {"psnr_input": float(region_psnr(self.degraded[None], clean, w)[0]),
+                "psnr_restored": float(region_psnr(self.restored[None], clean, w)[0])}
+
+
+def task_corruption(meta: dict[str, Any], task: str):
+    """The corruption callable for ``task``, rebuilt from the artifact's metadata."""
+    from enfold.config import CorruptConfig, from_dict
+    from enfold.corrupt import build_one
+
+    settings = meta.get("corrupt")
+    if not settings:
+        raise EnfoldError("this artifact's metadata has no corruption settings (exported by an "
+                          "older enfold); re-export it, or pass --degraded with a degraded image")
+    if task not in settings:
+        raise EnfoldError(f"unknown task {task!r}; choose one of {', '.join(sorted(settings))}")
+    cfg = from_dict(CorruptConfig, {task: settings[task]})
+    context = {"patch_size": meta["patch_size"], "in_chans": meta["in_chans"],
+               "mean": meta["mean"]}
+    return build_one(task, getattr(cfg, task), context)
+
+
+def fit_min_side(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Upscale (bilinear) an image whose shorter side is below ``size``; larger ones are tiled."""
+    h, w = img.shape[-2:]
+    if min(h, w) >= size:
+        return img
+    scale = size / min(h, w)
+    new = (max(size, round(h * scale)), max(size, round(w * scale)))
+    return F.interpolate(img[None], size=new, mode="bilinear", align_corners=False)[0].clamp(0, 1)
+
+
+def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None = None,
+                  seed: int = 0, degraded: bool = False) -> Restoration:
+    """Corrupt ``img`` (``(C, H, W)`` in [0, 1]) with ``task`` unless ``degraded``, then restore."""
+    from enfold.data import sample_generator
+
+    size = session.img_size
+    img = fit_min_side(img, size)
+    tiles, layout = tile(img, size)
+    if degraded:
+        corrupted, weight = tiles, None
+    else:
+        corruption = task_corruption(session.metadata, task or session.metadata["task"])
+        parts = [corruption(t, sample_generator(seed, 0, i)) for i, t in enumerate(tiles)]
+        corrupted = torch.stack([p[0] for p in parts])
+        weight = untile(torch.stack([p[2] for p in parts]), layout)
+    restored = torch.cat([torch.as_tensor(session.restore(corrupted[i:i + TILE_BATCH]))
+                          for i in range(0, corrupted.shape[0], TILE_BATCH)])
+    return Restoration(degraded=untile(corrupted, layout), restored=untile(restored, layout),
+                       clean=None if degraded else img, weight=weight)

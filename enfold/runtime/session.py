@@ -1,0 +1,323 @@
+"""``enfold.runtime.load``: one inference API over every backend and artifact.
+
+    session = enfold.runtime.load("exported/classifier.onnx")   # backend="auto"
+    probs = session.classify(images)      # images: (B, C, H, W) float32 in [0, 1]
+    restored = session.restore(images)    # restorer artifacts and pretrain checkpoints
+    energy = session.energy(images)       # energy artifacts and pretrain checkpoints
+
+Arrays go in and come out as pixels in [0, 1]; the session normalises with the artifact's own
+mean and std, so callers never see the model's input space. Outputs have the input's type
+(numpy in, numpy out; torch in, torch out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from enfold.errors import EnfoldError
+from enfold.runtime.backends import (
+    BACKENDS,
+    FORMAT_OF,
+    ORT_PROVIDERS,
+    SUFFIX_OF,
+    Backend,
+    OnnxRuntimeBackend,
+    TensorRTBackend,
+    TorchBackend,
+    TorchScriptBackend,
+    import_onnxruntime,
+)
+
+# Targets each checkpoint stage can serve with the torch backend.
+CHECKPOINT_TARGETS = {"pretrain": ("restorer", "energy", "encoder"),
+                      "finetune": ("classifier", "encoder")}
+# ``auto`` order, fastest first (enfold bench measures it: docs/deployment.md).
+AUTO_ORDER = {"cuda": ("tensorrt", "onnxruntime", "torchscript", "torch"),
+              "cpu": ("onnxruntime", "torchscript", "torch")}
+EXPORT_HINT = "enfold export --checkpoint CKPT --target {target} --format {fmt} --out {out}"
+
+Array = np.ndarray | torch.Tensor
+
+
+class InferenceSession:
+    """A loaded model: ``classify``, ``restore``, ``energy`` and ``features`` on pixel batches."""
+
+    def __init__(self, metadata: dict[str, Any], runners: dict[str, Backend]) -> None:
+        self.metadata = metadata
+        self.runners = runners
+        self.in_chans = int(metadata["in_chans"])
+        self.img_size = int(metadata["img_size"])
+        self.mean = list(metadata["mean"])[: self.in_chans]
+        self.std = list(metadata["std"])[: self.in_chans]
+
+    # -- what is loaded
+    @property
+    def targets(self) -> list[str]:
+        return list(self.runners)
+
+    @property
+    def backend(self) -> str:
+        return next(iter(self.runners.values())).name
+
+    def describe(self) -> str:
+        """e.g. ``onnxruntime (cpu, CPUExecutionProvider) serving restorer``."""
+        first = next(iter(self.runners.values()))
+        return f"{first.describe()} serving {', '.join(self.targets)}"
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.metadata.get("class_names")
+        if not names:
+            raise EnfoldError("this model has no class names: classify needs a fine-tuned "
+                              "classifier (enfold finetune, then export --target classifier)")
+        return list(names)
+
+    # -- the API
+    def classify(self, images: Array) -> Array:
+        """Class probabilities ``(B, num_classes)`` (softmax of the logits)."""
+        x = self._check(images)
+        probs = self._run("classifier", x).softmax(dim=1)
+        return _like(probs, images)
+
+    def restore(self, images: Array) -> Array:
+        """Restored pixels ``(B, C, H, W)`` in [0, 1]: K steps down the energy."""
+        from enfold.data import denormalize
+
+        x = self._check(images)
+        out = denormalize(self._run("restorer", x), self.mean, self.std).clamp(0, 1)
+        return _like(out, images)
+
+    def energy(self, images: Array) -> Array:
+        """Energy per image ``(B,)``: low for images like the training data."""
+        x = self._check(images)
+        return _like(self._run("energy", x).reshape(-1), images)
+
+    def features(self, images: Array) -> Array:
+        """Pooled encoder features ``(B, D)``."""
+        x = self._check(images)
+        return _like(self._run("encoder", x), images)
+
+    def top_k(self, probs: Array, k: int = 5) -> list[list[tuple[str, float]]]:
+        """``[(label, probability), ...]`` best first, for each row of ``classify``'s output."""
+        p = torch.as_tensor(np.asarray(probs) if not isinstance(probs, torch.Tensor) else probs)
+        k = min(k, p.shape[1])
+        scores, idx = p.topk(k, dim=1)
+        names = self.class_names
+        return [[(names[int(i)], float(s)) for s, i in zip(srow, irow, strict=True)]
+                for srow, irow in zip(scores, idx, strict=True)]
+
+    # -- internals
+    def _check(self, images: Array) -> torch.Tensor:
+        """Pixels ``(B, C, H, W)`` float32 -> the normalised torch batch, or a clear error."""
+        from enfold.data import normalize
+
+        if isinstance(images, np.ndarray):
+            if images.dtype != np.float32:
+                raise EnfoldError(
+                    f"images must be float32 pixels in [0, 1], got dtype {images.dtype}"
+                    + (" (divide uint8 images by 255)" if images.dtype == np.uint8 else ""))
+            x = torch.from_numpy(np.ascontiguousarray(images))
+        elif isinstance(images, torch.Tensor):
+            if images.dtype != torch.float32:
+                raise EnfoldError(f"images must be float32 pixels in [0, 1], got {images.dtype}")
+            x = images.detach().cpu()
+        else:
+            raise EnfoldError(f"images must be a numpy array or torch tensor, got "
+                              f"{type(images).__name__} (image files: enfold.runtime.load_images)")
+        want = (self.in_chans, self.img_size, self.img_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != want or x.shape[0] == 0:
+            hint = " (add a batch axis: images[None])" if tuple(x.shape) == want else ""
+            raise EnfoldError(f"images must have shape (B, {want[0]}, {want[1]}, {want[2]}) with "
+                              f"B >= 1, got {tuple(x.shape)}{hint}")
+        return normalize(x, self.mean, self.std)
+
+    def _run(self, target: str, x: torch.Tensor) -> torch.Tensor:
+        runner = self.runners.get(target)
+        if runner is None:
+            raise EnfoldError(
+                f"this model serves {', '.join(self.targets)}, not the {target}: "
+                + ("export it with " + EXPORT_HINT.format(target=target, fmt="onnx", out="DIR")
+                   if target != "classifier" else
+                   "fine-tune (enfold finetune) and export --target classifier"))
+        # Artifacts with a fixed batch (traced TorchScript restorers) or a batch profile
+        # (TensorRT engines) get chunks of an allowed size; padding rows are dropped.
+        if runner.fixed_batch:
+            chunk = lo = runner.fixed_batch
+        elif runner.batch_range:
+            lo, chunk = runner.batch_range
+        else:
+            lo, chunk = 1, x.shape[0]
+        outs = []
+        for start in range(0, x.shape[0], chunk):
+            part = x[start:start + chunk]
+            n = part.shape[0]
+            if n < lo:
+                part = torch.cat([part, part[-1:].expand(lo - n, *part.shape[1:])])
+            outs.append(runner(part)[:n])
+        return torch.cat(outs)
+
+
+def _like(out: torch.Tensor, like: Array) -> Array:
+    return out.numpy() if isinstance(like, np.ndarray) else out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _checkpoint_session(path: Path, backend: str, device: str) -> InferenceSession:
+    from enfold.pipeline.checkpoint import load_checkpoint
+
+    if backend not in ("auto", "torch"):
+        raise EnfoldError(f"{path} is a checkpoint, which only the torch backend runs; for "
+                          f"--backend {backend} export it first: "
+                          + EXPORT_HINT.format(target="restorer|classifier",
+                                               fmt=FORMAT_OF.get(backend, backend), out="DIR"))
+    stage = load_checkpoint(path).get("stage")
+    if stage not in CHECKPOINT_TARGETS:
+        raise EnfoldError(f"{path} is a '{stage}' checkpoint; serve a pretrain or finetune one")
+    runners: dict[str, Backend] = {}
+    meta: dict[str, Any] = {}
+    for target in CHECKPOINT_TARGETS[stage]:
+        runners[target] = TorchBackend(path, target, device)
+        meta.update(runners[target].spec.metadata)
+    meta.update(target=CHECKPOINT_TARGETS[stage][0], format="checkpoint", precision="fp32")
+    return InferenceSession(meta, runners)
+
+
+def _artifact_for(path: Path, meta: dict[str, Any], backend: str) -> Path:
+    """The artifact ``backend`` runs: ``path`` itself, or its sibling in that format."""
+    fmt = FORMAT_OF[backend]
+    if meta.get("format") == fmt:
+        return path
+    from enfold.export.onnx_export import read_sidecar
+
+    sibling = path.with_suffix(SUFFIX_OF[fmt])
+    if sibling.is_file() and Path(str(sibling) + ".json").is_file():
+        other = read_sidecar(sibling)
+        same = all(other.get(k) == meta.get(k) for k in ("target", "checkpoint_sha256",
+                                                         "steps", "task", "precision"))
+        if same:
+            return sibling
+        raise EnfoldError(f"{sibling} was exported from another checkpoint or with other "
+                          f"settings than {path}; re-export both from the same checkpoint")
+    raise EnfoldError(f"--backend {backend} runs {fmt} artifacts and {path} is "
+                      f"{meta.get('format')}; export it beside: "
+                      + EXPORT_HINT.format(target=meta["target"], fmt=fmt, out=path.parent))
+
+
+def _torch_from_artifact(meta: dict[str, Any], device: str) -> TorchBackend:
+    """PyTorch eager on the checkpoint an artifact was exported from (checked by hash)."""
+    ckpt = Path(meta.get("checkpoint", ""))
+    if not ckpt.is_file():
+        raise EnfoldError(f"--backend torch needs the checkpoint this artifact came from, "
+                          f"{ckpt}, which is missing; pass the checkpoint itself as --model")
+    if _sha256(ckpt) != meta.get("checkpoint_sha256"):
+        raise EnfoldError(f"{ckpt} changed since the artifact was exported (sha256 differs); "
+                          "re-export, or pass the checkpoint itself as --model")
+    return TorchBackend(ckpt, meta["target"], device, steps=meta.get("steps"),
+                        task=meta.get("task"))
+
+
+def _build(backend: str, path: Path, meta: dict[str, Any], device: str,
+           provider: str | None) -> Backend:
+    if backend == "torch":
+        return _torch_from_artifact(meta, device)
+    if backend == "tensorrt":  # say what is missing before looking for an engine file
+        from enfold.export.tensorrt_build import import_tensorrt, require_gpu
+
+        import_tensorrt()
+        require_gpu()
+    if backend == "onnxruntime":
+        import_onnxruntime()
+    artifact = _artifact_for(path, meta, backend)
+    if artifact != path:
+        from enfold.export.onnx_export import read_sidecar
+
+        meta = read_sidecar(artifact)
+    if backend == "torchscript":
+        return TorchScriptBackend(artifact, meta, device)
+    if backend == "onnxruntime":
+        if provider is None:
+            if device == "cpu":
+                return OnnxRuntimeBackend(artifact, "cpu")
+            errors = []
+            for name in ("tensorrt", "cuda"):  # fastest GPU provider that actually loads
+                try:
+                    return OnnxRuntimeBackend(artifact, name)
+                except EnfoldError as exc:
+                    errors.append(str(exc))
+            raise EnfoldError("no GPU execution provider loads: " + "; ".join(errors))
+        if (provider == "cpu") != (device == "cpu"):
+            raise EnfoldError(f"--provider {provider} does not run on --device {device}")
+        return OnnxRuntimeBackend(artifact, provider)
+    if device != "cuda":
+        raise EnfoldError("the tensorrt backend runs on an NVIDIA GPU: use --device cuda")
+    return TensorRTBackend(artifact, meta)
+
+
+def load(path: str | Path, backend: str = "auto", device: str | None = None,
+         provider: str | None = None) -> InferenceSession:
+    """Load an exported artifact (or a checkpoint, served by PyTorch eager) for inference.
+
+    ``backend``: ``auto`` (the fastest available for this artifact on ``device``), ``torch``,
+    ``torchscript``, ``onnxruntime`` or ``tensorrt``. ``device``: ``cpu`` or ``cuda`` (default:
+    ``cuda`` when a GPU is visible). ``provider`` (onnxruntime only): ``tensorrt``, ``cuda`` or
+    ``cpu``. A backend or provider that was asked for and is not available is an error, never a
+    silent fallback to the CPU; ``auto`` tries the next one and says which it chose.
+    """
+    from enfold.export.onnx_export import read_sidecar
+
+    path = Path(path)
+    if not path.is_file():
+        raise EnfoldError(f"{path} does not exist (pass an artifact from `enfold export` or a "
+                          "checkpoint-last.pt)")
+    if backend != "auto" and backend not in BACKENDS:
+        raise EnfoldError(f"unknown backend {backend!r}; choose auto or one of "
+                          f"{', '.join(BACKENDS)}")
+    if device is None:
+        device = default_device() if provider is None else ("cpu" if provider == "cpu" else
+                                                            "cuda")
+    if device not in ("cpu", "cuda"):
+        raise EnfoldError(f"unknown device {device!r}; use cpu or cuda")
+    if provider is not None and provider not in ORT_PROVIDERS:
+        raise EnfoldError(f"unknown provider {provider!r}; use one of {', '.join(ORT_PROVIDERS)}")
+    if provider is not None and backend not in ("auto", "onnxruntime"):
+        raise EnfoldError(f"--provider selects an onnxruntime provider; --backend is {backend}")
+    if path.suffix == ".pt":
+        return _checkpoint_session(path, backend, device)
+    meta = read_sidecar(path)
+    if backend != "auto":
+        chosen = [backend]
+    else:
+        chosen = ["onnxruntime"] if provider else list(AUTO_ORDER[device])
+        own = {fmt: name for name, fmt in FORMAT_OF.items()}[meta["format"]]
+        # auto never reaches for the checkpoint while an artifact exists, and the own format is
+        # always tried even when it is slower than a missing sibling
+        chosen = [b for b in chosen if b != "torch" and
+                  (b == own or path.with_suffix(SUFFIX_OF[FORMAT_OF[b]]).is_file())]
+    errors: list[str] = []
+    for name in chosen:
+        try:
+            runner = _build(name, path, meta, device, provider)
+            return InferenceSession({**meta, "targets": [meta["target"]]},
+                                    {meta["target"]: runner})
+        except EnfoldError as exc:
+            if backend != "auto":
+                raise
+            errors.append(f"{name}: {exc}")
+    raise EnfoldError(f"no backend can run {path} on {device}:\n  " + "\n  ".join(errors))
+
