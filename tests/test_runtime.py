@@ -198,3 +198,36 @@ def test_bench_prints_onnxruntime_vs_eager_for_restorer_and_classifier(exported,
             assert rows[("onnxruntime", batch)]["speedup_vs_torch"] > 0
         assert "vs eager" in proc.stdout and "onnxruntime" in proc.stdout
         assert "tensorrt" in report["skipped"] or torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+def test_cuda_backends_agree_with_the_cpu(exported):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ref = load(exported["art"] / "restorer-k2.onnx", backend="torch", device="cpu").restore(x)
+    for backend in ("torch", "torchscript"):
+        out = load(exported["art"] / "restorer-k2.onnx", backend=backend,
+                   device="cuda").restore(x)
+        assert torch.allclose(out, ref, atol=1e-3), backend
+    from enfold.runtime.backends import ort_providers_available
+
+    if "cuda" in ort_providers_available():
+        session = load(exported["art"] / "restorer-k2.onnx", backend="onnxruntime",
+                       provider="cuda")
+        assert "CUDAExecutionProvider" in session.describe()
+        assert torch.allclose(session.restore(x), ref, atol=1e-3)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_tensorrt_engine_serves_the_same_labels(exported, tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("TensorRT needs an NVIDIA GPU")
+    export_artifact(str(exported["finetune"]), "classifier", "tensorrt", tmp_path,
+                    batch="1:4:8", validate=False)
+    engine = load(tmp_path / "classifier.engine", backend="tensorrt")
+    x = torch.rand(11, 3, 16, 16, generator=torch.Generator().manual_seed(0))  # 8 + 3 rows
+    ref = load(exported["art"] / "classifier.onnx", backend="onnxruntime", device="cpu")
+    assert torch.equal(engine.classify(x).argmax(1), ref.classify(x).argmax(1))

@@ -35,15 +35,15 @@ def free_port() -> int:
 
 
 def start_server(model: str, log: Path, **kwargs: object) -> tuple[subprocess.Popen, str]:
-    """``serve(model, **kwargs)`` in a fresh interpreter on a free loopback port."""
+    """``enfold serve --model MODEL --max-batch ...`` (the real CLI) on a free loopback port."""
     port = free_port()
-    args = ", ".join(f"{k}={v!r}" for k, v in {"host": "127.0.0.1", "port": port,
-                                                **kwargs}.items())
-    code = f"from enfold.runtime.server import serve; serve({model!r}, {args})"
+    options = [arg for key, value in {"host": "127.0.0.1", "port": port, **kwargs}.items()
+               for arg in (f"--{key.replace('_', '-')}", str(value))]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:  # a file, not a pipe: a chatty server never blocks on it
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out,
-                                stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen([sys.executable, "-m", "enfold.cli.app", "serve", "--model",
+                                 model, *options], stdout=out, stderr=subprocess.STDOUT,
+                                env=env, cwd=ROOT)
     return proc, f"http://127.0.0.1:{port}"
 
 

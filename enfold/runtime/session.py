@@ -297,13 +297,15 @@ def load(path: str | Path, backend: str = "auto", device: str | None = None,
         raise EnfoldError(f"unknown provider {provider!r}; use one of {', '.join(ORT_PROVIDERS)}")
     if provider is not None and backend not in ("auto", "onnxruntime"):
         raise EnfoldError(f"--provider selects an onnxruntime provider; --backend is {backend}")
+    if provider is not None and backend == "auto":
+        backend = "onnxruntime"  # a named provider is an explicit request: no fallback
     if path.suffix == ".pt":
         return _checkpoint_session(path, backend, device)
     meta = read_sidecar(path)
     if backend != "auto":
         chosen = [backend]
     else:
-        chosen = ["onnxruntime"] if provider else list(AUTO_ORDER[device])
+        chosen = list(AUTO_ORDER[device])
         own = {fmt: name for name, fmt in FORMAT_OF.items()}[meta["format"]]
         # auto never reaches for the checkpoint while an artifact exists, and the own format is
         # always tried even when it is slower than a missing sibling
