@@ -8,7 +8,7 @@ Arms, all with the same architecture, data split and fine-tune budget:
   linear      linear probe (frozen pretrained backbone, BN + linear head)
   knn         cosine kNN on frozen pretrained features (no training)
 
-One pretraining run (configs/pretrain/digits-tiny.yaml, unlabelled training split) serves every
+One pretraining run (configs/pretrain/digits-ssl.yaml, unlabelled training split) serves every
 seed; the seed picks the labelled subset, the head initialisation and the data order. Prints
 mean and standard deviation of held-out top-1 (the fixed 360-image test split) per arm and
 writes the table into docs/RESULTS.md.
@@ -25,9 +25,10 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PRETRAIN = ROOT / "configs" / "pretrain" / "digits-tiny.yaml"
+PRETRAIN = ROOT / "configs" / "pretrain" / "digits-ssl.yaml"
 FINETUNE = ROOT / "configs" / "finetune" / "digits-tiny.yaml"
 ARMS = ("scratch", "pretrained", "linear", "knn")
 
@@ -37,7 +38,7 @@ def final_top1(run_dir: Path) -> float:
 
 
 def run_arm(arm: str, seed: int, args: argparse.Namespace, ckpt: Path, out: Path) -> float:
-    from enfold.config import load_config
+    from enfold.config import load_config, to_dict
     from enfold.pipeline.finetune import run_finetune
 
     mode = {"scratch": "full", "pretrained": "full", "linear": "linear", "knn": "knn"}[arm]
@@ -47,8 +48,23 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, ckpt: Path, out: Path
         f"eval.every={args.finetune_steps}", *args.set,
     ])
     run_dir = out / f"{arm}-seed{seed}"
+    if arm == "scratch" and args.reuse_scratch is not None:
+        # The scratch arm does not depend on pretraining: reuse a finished run of the same config.
+        done = args.reuse_scratch / run_dir.name
+        if (done / "eval.json").exists() and yaml.safe_load(
+                (done / "config.yaml").read_text()) == to_dict(cfg):
+            print(f"reusing {done}", flush=True)
+            return final_top1(done)
     run_finetune(cfg, run_dir, pretrained=None if arm == "scratch" else ckpt)
     return final_top1(run_dir)
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def write_results(path: Path, table: str) -> None:
@@ -68,13 +84,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--labels-per-class", type=int, default=10)
-    parser.add_argument("--pretrain-steps", type=int, default=300)
+    parser.add_argument("--pretrain-config", type=Path, default=PRETRAIN,
+                        help="pretraining config (its model section must match the fine-tune "
+                             "config's)")
+    parser.add_argument("--pretrain-steps", type=int, default=None,
+                        help="default: the pretraining config's train.max_steps")
     parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ssl_gain")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
     parser.add_argument("--set", nargs="*", default=[], help="extra fine-tune overrides")
     parser.add_argument("--pretrain-set", nargs="*", default=[],
                         help="extra pretraining overrides, e.g. corrupt.mask.patch_size=4")
+    parser.add_argument("--reuse-scratch", type=Path, default=None, metavar="DIR",
+                        help="take the scratch arm from an earlier --out DIR when its config "
+                             "matches (the scratch arm does not depend on pretraining)")
     args = parser.parse_args()
 
     from enfold.config import load_config
@@ -82,8 +105,9 @@ def main() -> None:
 
     t0 = time.time()
     pre_dir = args.out / "pretrain"
-    ckpt = run_pretrain(load_config(PRETRAIN, [f"train.max_steps={args.pretrain_steps}",
-                                               *args.pretrain_set]), pre_dir)
+    steps = [f"train.max_steps={args.pretrain_steps}"] if args.pretrain_steps else []
+    pre_cfg = load_config(args.pretrain_config, [*steps, *args.pretrain_set])
+    ckpt = run_pretrain(pre_cfg, pre_dir)
     evals = [json.loads(line) for line in (pre_dir / "metrics.jsonl").open()]
     last = [r for r in evals if "eval/mask/psnr_restored" in r][-1]
 
@@ -107,8 +131,9 @@ def main() -> None:
         "## Does energy pretraining help? (digits, "
         f"{args.labels_per_class} labels per class)",
         "",
-        f"Command: `{command.strip()}` ({len(args.seeds)} seeds; {args.pretrain_steps} "
-        f"pretraining steps on the unlabelled training split, then {args.finetune_steps} "
+        f"Command: `{command.strip()}` ({len(args.seeds)} seeds; {pre_cfg.train.max_steps} "
+        f"pretraining steps of `{shown(args.pretrain_config)}` on the unlabelled "
+        f"training split, then {args.finetune_steps} "
         "fine-tuning steps per arm; held-out: the fixed 360-image test split). "
         f"Machine: {torch.get_num_threads()} CPU threads, torch {torch.__version__}; "
         f"took {(time.time() - t0) / 60:.1f} min.",
