@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from results_doc import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = ROOT / "configs" / "pretrain" / "digits-ssl.yaml"
@@ -65,19 +65,6 @@ def shown(path: Path) -> str:
         return str(path.resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
-
-
-def write_results(path: Path, table: str) -> None:
-    """Replace (or append) the ssl_gain section of docs/RESULTS.md."""
-    start, end = "<!-- ssl_gain:start -->", "<!-- ssl_gain:end -->"
-    block = f"{start}\n{table}\n{end}"
-    text = path.read_text() if path.exists() else "# Results\n"
-    if start in text:
-        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text,
-                      flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def main() -> None:
@@ -148,7 +135,7 @@ def main() -> None:
         f"Mean gain of pretrained over scratch: {gain * 100:+.2f} points: {verdict}.",
     ])
     print(table)
-    write_results(args.results, table)
+    write_section(args.results, "ssl_gain", table)
 
 
 if __name__ == "__main__":
