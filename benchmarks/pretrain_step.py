@@ -3,6 +3,7 @@
     python benchmarks/pretrain_step.py                      # ViT-Tiny, 32x32, patch 4, batch 32
     python benchmarks/pretrain_step.py --arch vit_small_patch16_224 --img-size 224 \
         --patch-size 16 --batch 64 --bf16                   # on a GPU
+    python benchmarks/pretrain_step.py --method mae ...     # the MAE baseline (transformers)
 
 Each mode runs in its own child process so that one mode's memory and compile caches do not
 colour the other's numbers. A step is the full training step: K-step restoration with its
@@ -15,7 +16,9 @@ import argparse
 import json
 import multiprocessing as mp
 import statistics
+import sys
 import time
+from pathlib import Path
 
 
 def _proc_status_mib(field: str) -> float:
@@ -43,7 +46,14 @@ def run_mode(args: argparse.Namespace, compiled: bool, queue: mp.Queue) -> None:
         overrides.append(f"model.depth={args.depth}")
     cfg = load_config(None, overrides)
     torch.manual_seed(0)
-    model = build_energy_model(cfg).to(device).train()
+    if args.method == "mae":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from vs_mae import mae_model
+
+        # MAE's own recipe at this scale: 8-block 512-wide decoder, normalised-pixel loss
+        model = mae_model(cfg, decoder=(512, 8, 16), norm_pix=True).to(device).train()
+    else:
+        model = build_energy_model(cfg).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     step_fn = torch.compile(model) if compiled else model
@@ -57,7 +67,10 @@ def run_mode(args: argparse.Namespace, compiled: bool, queue: mp.Queue) -> None:
 
     def step() -> float:
         with autocast:
-            loss, _ = step_fn(corrupted, clean, weight)
+            if args.method == "mae":  # masks 75 % itself; the loss is on the masked patches
+                loss = step_fn(pixel_values=clean).loss
+            else:
+                loss, _ = step_fn(corrupted, clean, weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -99,6 +112,9 @@ def run_mode(args: argparse.Namespace, compiled: bool, queue: mp.Queue) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--method", choices=["enfold", "mae"], default="enfold",
+                        help="enfold's energy step, or transformers' ViTMAEForPreTraining "
+                             "with the same encoder (pip install 'enfold[bench]')")
     parser.add_argument("--arch", default="vit_tiny_patch16_224")
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--patch-size", type=int, default=4)
@@ -122,9 +138,9 @@ def main() -> None:
         results.append(queue.get())
         proc.join()
     eager, comp = results
-    print(f"{args.arch} img {args.img_size} patch {args.patch_size} batch {args.batch} "
-          f"K={args.k} bf16={args.bf16} on {eager['device']} ({eager['threads']} threads, "
-          f"torch {eager['torch']})")
+    print(f"{args.method}: {args.arch} img {args.img_size} patch {args.patch_size} "
+          f"batch {args.batch} K={args.k} bf16={args.bf16} on {eager['device']} "
+          f"({eager['threads']} threads, torch {eager['torch']})")
     print(f"{'mode':<10}{'first step s':>14}{'step s':>10}{'img/s':>10}{'peak MiB':>11}")
     for r in results:
         print(f"{r['mode']:<10}{r['first_step_s']:>14.2f}{r['step_s']:>10.4f}"
