@@ -171,6 +171,26 @@ DEVICE_HELP = "cpu | cuda (default: cuda when a GPU is visible)."
 PROVIDER_HELP = "onnxruntime execution provider: tensorrt | cuda | cpu (default: best available)."
 
 
+# Options shared by predict, restore, score, serve and bench (typer copies them per command).
+IMAGES_ARG = typer.Argument(..., help="Image files or directories.")
+MODEL_OPT = typer.Option(..., "--model", "-m", help=MODEL_HELP)
+BACKEND_OPT = typer.Option("auto", help=BACKEND_HELP)
+DEVICE_OPT = typer.Option(None, help=DEVICE_HELP)
+PROVIDER_OPT = typer.Option(None, help=PROVIDER_HELP)
+JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of text.")
+
+
+def _report(results: list[dict], as_json: bool, line) -> None:
+    """Results as one JSON document, or one text line each."""
+    import json
+
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            typer.echo(line(r))
+
+
 def _session(model: Path, backend: str, device: str | None, provider: str | None):
     from enfold.runtime import load
 
@@ -189,44 +209,38 @@ def _finish(errors: dict[str, str]) -> None:
 
 @app.command()
 def predict(
-    images: list[Path] = typer.Argument(..., help="Image files or directories."),
-    model: Path = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    images: list[Path] = IMAGES_ARG,
+    model: Path = MODEL_OPT,
     top_k: int = typer.Option(5, "--top-k", min=1, help="Labels to show per image."),
-    json_: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
-    backend: str = typer.Option("auto", help=BACKEND_HELP),
-    device: str | None = typer.Option(None, help=DEVICE_HELP),
-    provider: str | None = typer.Option(None, help=PROVIDER_HELP),
+    json_: bool = JSON_OPT,
+    backend: str = BACKEND_OPT,
+    device: str | None = DEVICE_OPT,
+    provider: str | None = PROVIDER_OPT,
 ) -> None:
     """Classify images: the top-k labels and their probabilities."""
-    import json
-
     from enfold.runtime.commands import predict_files
     from enfold.runtime.images import list_images
 
     session = _session(model, backend, device, provider)
     results, errors = predict_files(session, list_images(images), top_k)
-    if json_:
-        typer.echo(json.dumps(results, indent=2))
-    else:
-        for r in results:
-            ranked = "  ".join(f"{t['label']} {t['score']:.3f}" for t in r["top_k"])
-            typer.echo(f"{r['file']}: {r['label']}   ({ranked})")
+    _report(results, json_, lambda r: f"{r['file']}: {r['label']}   (" + "  ".join(
+        f"{t['label']} {t['score']:.3f}" for t in r["top_k"]) + ")")
     _finish(errors)
 
 
 @app.command()
 def restore(
-    images: list[Path] = typer.Argument(..., help="Image files or directories."),
-    model: Path = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    images: list[Path] = IMAGES_ARG,
+    model: Path = MODEL_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the PNGs."),
     task: str | None = typer.Option(
         None, help="mask | shuffle | sr | noise | gray (default: the artifact's task)."),
     degraded: bool = typer.Option(False, "--degraded",
                                   help="Inputs are already degraded: restore them as they are."),
     seed: int = typer.Option(0, help="Seed of the corruption."),
-    backend: str = typer.Option("auto", help=BACKEND_HELP),
-    device: str | None = typer.Option(None, help=DEVICE_HELP),
-    provider: str | None = typer.Option(None, help=PROVIDER_HELP),
+    backend: str = BACKEND_OPT,
+    device: str | None = DEVICE_OPT,
+    provider: str | None = PROVIDER_OPT,
 ) -> None:
     """Corrupt (unless --degraded) and restore images; write restored PNGs and panels."""
     from enfold.runtime.commands import restore_files
@@ -244,32 +258,26 @@ def restore(
 
 @app.command()
 def score(
-    images: list[Path] = typer.Argument(..., help="Image files or directories."),
-    model: Path = typer.Option(..., "--model", "-m", help=MODEL_HELP),
-    json_: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
-    backend: str = typer.Option("auto", help=BACKEND_HELP),
-    device: str | None = typer.Option(None, help=DEVICE_HELP),
-    provider: str | None = typer.Option(None, help=PROVIDER_HELP),
+    images: list[Path] = IMAGES_ARG,
+    model: Path = MODEL_OPT,
+    json_: bool = JSON_OPT,
+    backend: str = BACKEND_OPT,
+    device: str | None = DEVICE_OPT,
+    provider: str | None = PROVIDER_OPT,
 ) -> None:
     """Print each image's energy (low: like the training data)."""
-    import json
-
     from enfold.runtime.commands import score_files
     from enfold.runtime.images import list_images
 
     session = _session(model, backend, device, provider)
     results, errors = score_files(session, list_images(images))
-    if json_:
-        typer.echo(json.dumps(results, indent=2))
-    else:
-        for r in results:
-            typer.echo(f"{r['file']}: {r['energy']:.6g}")
+    _report(results, json_, lambda r: f"{r['file']}: {r['energy']:.6g}")
     _finish(errors)
 
 
 @app.command()
 def serve(
-    model: Path = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    model: Path = MODEL_OPT,
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, help="TCP port."),
     max_batch: int = typer.Option(16, "--max-batch", min=1,
@@ -277,9 +285,9 @@ def serve(
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0.0,
                                       help="Longest wait for a batch to fill."),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Upload size limit."),
-    backend: str = typer.Option("auto", help=BACKEND_HELP),
-    device: str | None = typer.Option(None, help=DEVICE_HELP),
-    provider: str | None = typer.Option(None, help=PROVIDER_HELP),
+    backend: str = BACKEND_OPT,
+    device: str | None = DEVICE_OPT,
+    provider: str | None = PROVIDER_OPT,
 ) -> None:
     """Serve classify, restore and energy over HTTP, batching concurrent requests."""
     from enfold.runtime.server import serve as run_server
@@ -290,12 +298,12 @@ def serve(
 
 @app.command()
 def bench(
-    model: Path = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    model: Path = MODEL_OPT,
     backends: str | None = typer.Option(
         None, help="Comma-separated backends (default: every one that loads)."),
     batch: str = typer.Option("1,8,32", help="Batch sizes, comma-separated."),
     seconds: float = typer.Option(3.0, help="Timed seconds per backend and batch size."),
-    device: str | None = typer.Option(None, help=DEVICE_HELP),
+    device: str | None = DEVICE_OPT,
     out: Path | None = typer.Option(None, help="JSON report (default: MODEL.bench.json)."),
 ) -> None:
     """Latency p50/p95 and images/s of every available backend, and each one's speedup vs

@@ -83,16 +83,6 @@ def unrolled_restorer(model, steps: int) -> nn.Module:
     return _Call(graph)
 
 
-def _sha256(path: str) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build_spec(checkpoint: str, target: str, steps: int | None = None,
                task: str | None = None, trace: bool = True) -> ExportSpec:
     """Rebuild the model of ``checkpoint`` and the graph for ``target``.
@@ -102,7 +92,7 @@ def build_spec(checkpoint: str, target: str, steps: int | None = None,
     from enfold.config import config_from_checkpoint, to_dict
     from enfold.corrupt import available
     from enfold.model import build_energy_model
-    from enfold.pipeline.checkpoint import library_versions, load_checkpoint
+    from enfold.pipeline.checkpoint import file_sha256, library_versions, load_checkpoint
     from enfold.pipeline.finetune import load_classifier
 
     if target not in TARGETS:
@@ -115,7 +105,7 @@ def build_spec(checkpoint: str, target: str, steps: int | None = None,
         "target": target, "img_size": cfg.model.img_size, "in_chans": cfg.model.in_chans,
         "mean": cfg.data.mean, "std": cfg.data.std, "arch": cfg.model.arch,
         "enfold_version": versions.get("enfold"), "torch_version": versions.get("torch"),
-        "checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(checkpoint),
+        "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
         "checkpoint_stage": stage, "patch_size": cfg.model.patch_size,
         # how image files become model inputs, for every runtime backend alike
         "preprocess": "centre square crop, bilinear resize (antialiased) to img_size, "

@@ -12,7 +12,6 @@ mean and std, so callers never see the model's input space. Outputs have the inp
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from enfold.errors import EnfoldError
+from enfold.pipeline.checkpoint import file_sha256
 from enfold.runtime.backends import (
     BACKENDS,
     FORMAT_OF,
@@ -171,14 +171,6 @@ def _like(out: np.ndarray, like: Array) -> Array:
     return torch.from_numpy(out) if isinstance(like, torch.Tensor) else out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -230,7 +222,7 @@ def _torch_from_artifact(meta: dict[str, Any], device: str) -> TorchBackend:
     if not ckpt.is_file():
         raise EnfoldError(f"--backend torch needs the checkpoint this artifact came from, "
                           f"{ckpt}, which is missing; pass the checkpoint itself as --model")
-    if _sha256(ckpt) != meta.get("checkpoint_sha256"):
+    if file_sha256(ckpt) != meta.get("checkpoint_sha256"):
         raise EnfoldError(f"{ckpt} changed since the artifact was exported (sha256 differs); "
                           "re-export, or pass the checkpoint itself as --model")
     return TorchBackend(ckpt, meta["target"], device, steps=meta.get("steps"),
