@@ -96,6 +96,22 @@ def test_restore_tiles_a_large_image_and_keeps_its_size(exported, tmp_path):
     assert "psnr_input" not in result and result["task"] is None
 
 
+def test_restore_keeps_the_pixels_the_mask_left_visible(exported):
+    from enfold.data.sources import DigitsSource
+    from enfold.runtime.restore import restore_image
+
+    session = load(exported["art"] / "restorer-k2.onnx")
+    img = DigitsSource("test", 16).image(0)
+    kept = restore_image(session, img, "mask", seed=1)
+    raw = restore_image(session, img, "mask", seed=1, keep_known=False)
+    visible = (kept.weight == 0).expand_as(img)
+    assert 0 < visible.sum() < img.numel()
+    assert torch.equal(kept.restored[visible], img[visible])  # exact: taken from the input
+    assert not torch.allclose(raw.restored[visible], img[visible], atol=1e-3)  # the step moved them
+    assert torch.equal(kept.restored[~visible], raw.restored[~visible])  # the holes are the model's
+    assert kept.psnr() == raw.psnr()  # PSNR is measured on the holes only
+
+
 def test_tiles_stitch_back_exactly():
     img = torch.rand(3, 21, 34)
     tiles, layout = tile(img, 8)

@@ -238,6 +238,9 @@ def restore(
     degraded: bool = typer.Option(False, "--degraded",
                                   help="Inputs are already degraded: restore them as they are."),
     seed: int = typer.Option(0, help="Seed of the corruption."),
+    keep_known: bool = typer.Option(
+        True, help="Keep the pixels the corruption left untouched (e.g. outside masked "
+                   "patches) instead of the model's version of them."),
     backend: str = BACKEND_OPT,
     device: str | None = DEVICE_OPT,
     provider: str | None = PROVIDER_OPT,
@@ -247,7 +250,8 @@ def restore(
     from enfold.runtime.images import list_images
 
     session = _session(model, backend, device, provider)
-    results, errors = restore_files(session, list_images(images), out, task, seed, degraded)
+    results, errors = restore_files(session, list_images(images), out, task, seed, degraded,
+                                    keep_known)
     for r in results:
         psnr = (f"  PSNR on the {r['task']} region: input {r['psnr_input']:.2f} dB -> restored "
                 f"{r['psnr_restored']:.2f} dB" if "psnr_input" in r else "")

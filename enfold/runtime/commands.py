@@ -67,7 +67,7 @@ def _unique_stem(path: Path, used: set[str]) -> str:
 
 
 def restore_files(session: InferenceSession, files: list[Path], out: Path, task: str | None,
-                  seed: int = 0, degraded: bool = False
+                  seed: int = 0, degraded: bool = False, keep_known: bool = True
                   ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Restore each file; write ``OUT/<name>.png`` and ``OUT/<name>-panel.png``.
 
@@ -87,7 +87,8 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
         except EnfoldError as exc:
             errors[str(path)] = str(exc)
             continue
-        rest = restore_image(session, img, task, seed=seed, degraded=degraded)
+        rest = restore_image(session, img, task, seed=seed, degraded=degraded,
+                             keep_known=keep_known)
         stem = _unique_stem(path, used)
         restored_png, panel_png = out / f"{stem}.png", out / f"{stem}-panel.png"
         restored_png.write_bytes(encode_png(rest.restored))

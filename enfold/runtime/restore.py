@@ -7,6 +7,7 @@ back. With ``degraded=True`` the file is taken as already corrupted: no clean im
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,22 +68,43 @@ def fit_min_side(img: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(img[None], size=new, mode="bilinear", align_corners=False)[0].clamp(0, 1)
 
 
-def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None = None,
-                  seed: int = 0, degraded: bool = False) -> Restoration:
-    """Corrupt ``img`` (``(C, H, W)`` in [0, 1]) with ``task`` unless ``degraded``, then restore."""
+def corrupt_tiles(img: torch.Tensor, size: int, corruption: Callable | None, seed: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, tuple]:
+    """One image -> (image at model scale, corrupted ``(N, C, size, size)`` tiles, corruption
+    weight ``(1, H, W)`` or None when ``corruption`` is None (already degraded), tile layout).
+    Each tile gets its own seeded generator, so the same image and seed corrupt the same way."""
     from enfold.data import sample_generator
 
-    size = session.img_size
     img = fit_min_side(img, size)
     tiles, layout = tile(img, size)
-    if degraded:
-        corrupted, weight = tiles, None
-    else:
-        corruption = task_corruption(session.metadata, task or session.metadata["task"])
-        parts = [corruption(t, sample_generator(seed, 0, i)) for i, t in enumerate(tiles)]
-        corrupted = torch.stack([p[0] for p in parts])
-        weight = untile(torch.stack([p[2] for p in parts]), layout)
+    if corruption is None:
+        return img, tiles, None, layout
+    parts = [corruption(t, sample_generator(seed, 0, i)) for i, t in enumerate(tiles)]
+    weight = untile(torch.stack([p[2] for p in parts]), layout)
+    return img, torch.stack([p[0] for p in parts]), weight, layout
+
+
+def assemble(img: torch.Tensor, corrupted: torch.Tensor, restored: torch.Tensor,
+             weight: torch.Tensor | None, layout: tuple, keep_known: bool = True
+             ) -> Restoration:
+    """Stitch restored tiles into one :class:`Restoration`. With ``keep_known`` the pixels the
+    corruption left untouched (weight 0) are taken from the input: they are exact there, and a
+    gradient step down the energy moves them too."""
+    degraded, out = untile(corrupted, layout), untile(restored, layout)
+    if keep_known and weight is not None:
+        out = weight * out + (1 - weight) * degraded
+    return Restoration(degraded=degraded, restored=out,
+                       clean=None if weight is None else img, weight=weight)
+
+
+def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None = None,
+                  seed: int = 0, degraded: bool = False, keep_known: bool = True
+                  ) -> Restoration:
+    """Corrupt ``img`` (``(C, H, W)`` in [0, 1]) with ``task`` unless ``degraded``, then restore
+    it tile by tile (see :func:`assemble` for ``keep_known``)."""
+    corruption = None if degraded else task_corruption(
+        session.metadata, task or session.metadata["task"])
+    img, corrupted, weight, layout = corrupt_tiles(img, session.img_size, corruption, seed)
     restored = torch.cat([torch.as_tensor(session.restore(corrupted[i:i + TILE_BATCH]))
                           for i in range(0, corrupted.shape[0], TILE_BATCH)])
-    return Restoration(degraded=untile(corrupted, layout), restored=untile(restored, layout),
-                       clean=None if degraded else img, weight=weight)
+    return assemble(img, corrupted, restored, weight, layout, keep_known)

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from enfold.errors import EnfoldError
-from enfold.runtime.images import decode_image, encode_png, model_view, tile, untile
-from enfold.runtime.restore import Restoration, fit_min_side, task_corruption
+from enfold.runtime.images import decode_image, encode_png, model_view
+from enfold.runtime.restore import assemble, corrupt_tiles, task_corruption
 from enfold.runtime.session import InferenceSession, load
 
 if TYPE_CHECKING:
@@ -328,31 +328,15 @@ def _too_large_message(limit: int) -> str:
     return f"upload too large: the limit is {limit:,} bytes ({limit / 2**20:.2f} MiB)"
 
 
-def _prepare_restore(img: torch.Tensor, size: int, corruption: Callable | None, seed: int
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, tuple]:
-    """One upload -> (clean image, corrupted tiles, corruption weight, tile layout).
-
-    The same steps and seeds as :func:`enfold.runtime.restore.restore_image`, so the server
-    and ``enfold restore`` give the same pixels; only the model call goes through the batcher.
-    """
-    from enfold.data import sample_generator
-
-    img = fit_min_side(img, size)
-    tiles, layout = tile(img, size)
-    if corruption is None:  # already degraded
-        return img, tiles, None, layout
-    parts = [corruption(t, sample_generator(seed, 0, i)) for i, t in enumerate(tiles)]
-    corrupted = torch.stack([p[0] for p in parts])
-    weight = untile(torch.stack([p[2] for p in parts]), layout)
-    return img, corrupted, weight, layout
-
-
 def _finish_restore(img: torch.Tensor, corrupted: torch.Tensor, restored: torch.Tensor,
-                    weight: torch.Tensor | None, layout: tuple, original_hw: tuple[int, int]
-                    ) -> tuple[bytes, dict[str, float]]:
-    """Stitch the restored tiles, measure PSNR, and encode the result at the upload's size."""
-    result = Restoration(degraded=untile(corrupted, layout), restored=untile(restored, layout),
-                         clean=None if weight is None else img, weight=weight)
+                    weight: torch.Tensor | None, layout: tuple, original_hw: tuple[int, int],
+                    keep_known: bool) -> tuple[bytes, dict[str, float]]:
+    """Stitch the restored tiles, measure PSNR, and encode the result at the upload's size.
+
+    The same steps as :func:`enfold.runtime.restore.restore_image` (``corrupt_tiles`` before
+    the batcher, ``assemble`` after it), so the server and ``enfold restore`` give the same
+    pixels."""
+    result = assemble(img, corrupted, restored, weight, layout, keep_known)
     out = result.restored
     if tuple(out.shape[-2:]) != original_hw:  # fit_min_side upscaled a small upload: undo it
         out = torch.nn.functional.interpolate(out[None], size=original_hw, mode="bilinear",
@@ -461,7 +445,8 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
 
     @app.post("/v1/restore")
     async def restore(file: UploadFile = File(...), task: str | None = Form(None),
-                      seed: int = Form(0), degraded: bool = Form(False)) -> Response:
+                      seed: int = Form(0), degraded: bool = Form(False),
+                      keep_known: bool = Form(True)) -> Response:
         batcher = batcher_for("restore")
         corruption = None
         if not degraded:
@@ -475,10 +460,10 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
                 raise HTTPException(422, str(exc)) from exc
         img = await read_image(file)
         clean, corrupted, weight, layout = await asyncio.to_thread(
-            _prepare_restore, img, size, corruption, seed)
+            corrupt_tiles, img, size, corruption, seed)
         out = await batcher.submit(corrupted)
         png, psnr = await asyncio.to_thread(_finish_restore, clean, corrupted, out.rows,
-                                            weight, layout, tuple(img.shape[-2:]))
+                                            weight, layout, tuple(img.shape[-2:]), keep_known)
         headers = {"X-Batch-Size": str(out.batch_size)}
         if psnr:
             headers["X-PSNR-Input"] = f"{psnr['psnr_input']:.3f}"
