@@ -13,7 +13,8 @@ in pretraining), per task, PSNR on the corrupted region and SSIM on the whole im
 
 and enfold's PSNR after K = 1..8 inference steps for the models trained with K=1 and K=2 (steps
 beyond the trained K reuse the last learned step size). Writes a table and a plot into
-docs/RESULTS.md (section ``restoration``) and ``docs/img/psnr_vs_k.png``.
+docs/RESULTS.md (section ``restoration``), ``docs/img/psnr_vs_k.png`` and a grid of
+reconstructions per task, ``docs/img/restoration_grid.png``.
 """
 
 from __future__ import annotations
@@ -114,9 +115,11 @@ def hwc(t: torch.Tensor) -> np.ndarray:
     return t.permute(1, 2, 0).double().numpy()
 
 
-def compare(model, cfg, images, seed: int) -> list[dict]:
-    """One row per (task, method): mean PSNR (corrupted region) and SSIM over the images."""
-    rows = []
+def compare(model, cfg, images, seed: int, shown: int = 2
+            ) -> tuple[list[dict], dict[str, list[dict[str, np.ndarray]]]]:
+    """One row per (task, method): mean PSNR (corrupted region) and SSIM over the images; and,
+    per task, every method's answer for the first ``shown`` images (for the grid)."""
+    rows, examples = [], {}
     for task in TASKS:
         corrupted, clean, weight = corrupt_all(cfg, task, images, seed)
         restored = restore(model, cfg, corrupted, model.num_steps)
@@ -130,11 +133,13 @@ def compare(model, cfg, images, seed: int) -> list[dict]:
                                                                or cfg.corrupt.noise.sigma)) / 2)}
             for name, img in answers.items():
                 scores.setdefault(name, []).append((psnr(img, x, w), ssim(img, x)))
+            if i < shown:
+                examples.setdefault(task, []).append({**answers, "clean": x})
         for name, vals in scores.items():
             arr = np.asarray(vals)
             rows.append({"task": task, "method": name, "psnr": float(arr[:, 0].mean()),
                          "ssim": float(arr[:, 1].mean())})
-    return rows
+    return rows, examples
 
 
 def psnr_vs_k(model, cfg, images, seed: int, ks: range) -> dict[str, list[float]]:
@@ -169,6 +174,30 @@ def plot(curves: dict[int, dict[str, list[float]]], ks: range, path: Path) -> No
     fig.savefig(path, dpi=110)
 
 
+def plot_grid(examples: dict[str, list[dict[str, np.ndarray]]], path: Path) -> None:
+    """One row per task and held-out image: degraded input, enfold, the classical methods, clean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(task, ex) for task in TASKS for ex in examples[task]]
+    cols = max(len(ex) for _, ex in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.5 * cols, 1.6 * len(rows)),
+                             squeeze=False)
+    for r, (task, ex) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_axis_off()
+            if c < len(ex):
+                name = list(ex)[c]
+                ax.imshow(np.clip(ex[name], 0, 1), interpolation="nearest")
+                ax.set_title(f"{task}: {name}" if c == 0 else name, fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "restoration")
@@ -179,6 +208,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the corruptions")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "psnr_vs_k.png")
+    parser.add_argument("--grid", type=Path,
+                        default=ROOT / "docs" / "img" / "restoration_grid.png")
     args = parser.parse_args()
 
     from enfold.pipeline.visualize import load_energy_model
@@ -186,18 +217,22 @@ def main() -> None:
     torch.manual_seed(0)
     t0 = time.time()
     ks = range(1, 9)
-    rows, curves = [], {}
+    rows, examples, curves = [], {}, {}
+    reused = []
     for trained in (1, 2):
+        if (args.out / f"k{trained}" / "checkpoint-last.pt").exists():
+            reused.append(f"K={trained}")
         ckpt = train(trained, args.out / f"k{trained}", args.max_steps, args.set)
         model, cfg = load_energy_model(ckpt)
         images = held_out(cfg, args.images)
         if trained == 2:  # the table compares the default K=2 model with the classical methods
-            rows = compare(model, cfg, images, args.seed)
+            rows, examples = compare(model, cfg, images, args.seed)
         curves[trained] = psnr_vs_k(model, cfg, images, args.seed, ks)
         print(f"trained K={trained}: " + json.dumps({t: [round(v, 2) for v in c]
                                                     for t, c in curves[trained].items()}),
               flush=True)
     plot(curves, ks, args.plot)
+    plot_grid(examples, args.grid)
     (args.out / "restoration.json").write_text(json.dumps({"rows": rows, "psnr_vs_k": curves},
                                                           indent=2))
     command = "python benchmarks/restoration.py " + " ".join(sys.argv[1:])
@@ -223,7 +258,9 @@ def main() -> None:
         f"crops, all five tasks mixed, {cfg.train.max_steps} steps) trained with K=1 and K=2; "
         f"{len(images)} held-out crops of photos never used in pretraining, corruption seed "
         f"{args.seed}. Machine: {torch.get_num_threads()} CPU threads, torch "
-        f"{torch.__version__}; took {(time.time() - t0) / 60:.1f} min. PSNR on the corrupted "
+        f"{torch.__version__}; took {(time.time() - t0) / 60:.1f} min"
+        + (f" (the {' and '.join(reused)} models reused from a finished run, not retrained)"
+           if reused else "") + ". PSNR on the corrupted "
         "region (the whole image for noise, sr, gray), SSIM on the whole image; best per task "
         "in bold.",
         "",
@@ -234,6 +271,11 @@ def main() -> None:
         f"![PSNR vs K]({plot_rel})",
         "",
         *k_rows,
+        "",
+        "Reconstructions (the first two held-out crops per task; columns: degraded input, "
+        "enfold with K=2, the classical methods, clean):",
+        "",
+        f"![reconstruction grid](img/{args.grid.name})",
     ])
     print(text)
     write_section(args.results, "restoration", text)
