@@ -103,6 +103,18 @@ def test_resume_flag_without_checkpoint_is_an_error(tmp_path):
         fit(cfg, toy_parts(Exploding(bad_call=99)), tmp_path, DistInfo(), resume=True)
 
 
+def test_resume_with_other_settings_is_an_error_but_more_steps_are_fine(tmp_path):
+    base = ["train.compile=false", "train.max_steps=2", "data.batch_size=4", "eval.every=0",
+            "train.ckpt_every=1"]
+    fit(load_config(None, base), toy_parts(Exploding(bad_call=99)), tmp_path, DistInfo())
+    other = load_config(None, [*base, "corrupt.tasks=[mask, noise]", "train.seed=3"])
+    with pytest.raises(EnfoldError, match=r"different corrupt.tasks, train.seed; .* new --out"):
+        fit(other, toy_parts(Exploding(bad_call=99)), tmp_path, DistInfo())
+    longer = load_config(None, [*base[:1], "train.max_steps=4", *base[2:]])
+    fit(longer, toy_parts(Exploding(bad_call=99)), tmp_path, DistInfo())
+    assert load_checkpoint(tmp_path / "checkpoint-last.pt")["step"] == 4
+
+
 def _pretrain_cmd(out, *extra: str) -> list[str]:
     overrides = [*TINY, "train.max_steps=150", "train.ckpt_every=5", "train.log_every=1",
                  "eval.every=1000"]

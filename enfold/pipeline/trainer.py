@@ -119,10 +119,12 @@ class Trainer:
                 f"{self.last_path} is a '{state.get('stage')}' checkpoint, not "
                 f"'{self.parts.stage}'; use a new --out directory for this stage"
             )
-        if state["config"].get("model") != to_dict(self.cfg)["model"]:
+        changed = _changed_keys(state["config"], to_dict(self.cfg))
+        if changed:
             raise EnfoldError(
-                f"the model section of the config differs from the one {self.last_path} was "
-                "trained with; resume with the same model settings or use a new --out directory"
+                f"{self.last_path} was trained with a different {', '.join(changed)}; resume "
+                "with the same settings (only train.max_steps, lr schedule, logging, evaluation "
+                "and device settings may change) or use a new --out directory"
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -276,6 +278,26 @@ class Trainer:
                         "ddp/max_param_spread": spread})
         if spread > 0:
             raise EnfoldError(f"DDP replicas diverged: max parameter spread {spread:g}")
+
+
+# What a run learns from: resuming with any of these changed would silently mix two experiments.
+RESUME_FIXED = ("model", "loss", "corrupt", "data", "finetune")
+
+
+def _changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted config keys that differ between a checkpoint's config and the current one, among
+    the sections in ``RESUME_FIXED`` and ``train.seed``."""
+
+    def flat(d: Any, prefix: str) -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d}
+        return {k: v for key, sub in d.items() for k, v in flat(sub, f"{prefix}.{key}").items()}
+
+    old = {k: v for s in RESUME_FIXED for k, v in flat(saved.get(s), s).items()}
+    new = {k: v for s in RESUME_FIXED for k, v in flat(current.get(s), s).items()}
+    old["train.seed"] = saved.get("train", {}).get("seed")
+    new["train.seed"] = current.get("train", {}).get("seed")
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
 def fit(cfg: Any, parts: StageParts, out_dir: str | Path, dist: DistInfo,
