@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -37,8 +38,25 @@ def final_top1(run_dir: Path) -> float:
     return json.loads((run_dir / "eval.json").read_text())["top1"]
 
 
+SOURCE = "pretrained.sha256"  # beside a finished arm: what it was fine-tuned from
+
+
+def finished(run_dir: Path, cfg_dict: dict, source: str) -> bool:
+    """Whether ``run_dir`` holds a finished arm of exactly this config and starting point
+    (``source``: the pretrained checkpoint's sha256, or "none" for scratch)."""
+    if not (run_dir / "eval.json").exists():
+        return False
+    if yaml.safe_load((run_dir / "config.yaml").read_text()) != cfg_dict:
+        return False
+    recorded = run_dir / SOURCE
+    return recorded.read_text().strip() == source if recorded.exists() else source == "none"
+
+
 def run_arm(arm: str, seed: int, args: argparse.Namespace, ckpt: Path, out: Path) -> float:
+    """Held-out top-1 of one arm and seed; a finished run of the same config and checkpoint
+    is reused (from ``out``, or for scratch also from ``args.reuse_scratch``)."""
     from enfold.config import load_config, to_dict
+    from enfold.pipeline.checkpoint import file_sha256
     from enfold.pipeline.finetune import run_finetune
 
     mode = {"scratch": "full", "pretrained": "full", "linear": "linear", "knn": "knn"}[arm]
@@ -48,14 +66,21 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, ckpt: Path, out: Path
         f"eval.every={args.finetune_steps}", *args.set,
     ])
     run_dir = out / f"{arm}-seed{seed}"
+    source = "none" if arm == "scratch" else file_sha256(ckpt)
+    candidates = [run_dir]
     if arm == "scratch" and args.reuse_scratch is not None:
         # The scratch arm does not depend on pretraining: reuse a finished run of the same config.
-        done = args.reuse_scratch / run_dir.name
-        if (done / "eval.json").exists() and yaml.safe_load(
-                (done / "config.yaml").read_text()) == to_dict(cfg):
+        candidates.append(args.reuse_scratch / run_dir.name)
+    for done in candidates:
+        if finished(done, to_dict(cfg), source):
             print(f"reusing {done}", flush=True)
             return final_top1(done)
+    if run_dir.exists():  # a run of another config or checkpoint: resuming it would mix the two
+        print(f"{run_dir} holds a run of another config or checkpoint: starting it again",
+              flush=True)
+        shutil.rmtree(run_dir)
     run_finetune(cfg, run_dir, pretrained=None if arm == "scratch" else ckpt)
+    (run_dir / SOURCE).write_text(source + "\n")
     return final_top1(run_dir)
 
 

@@ -18,7 +18,8 @@ Reported: (a) pretraining time per image of each, eager, measured side by side i
 (b) linear probe, kNN and 10-labels-per-class fine-tune top-1 over 3 seeds, with the fine-tune
 recipe of ``benchmarks/ssl_gain.py``; (c) AUROC of enfold's energy and of the MAE's
 reconstruction error at telling held-out digits from other images. Writes the tables into
-docs/RESULTS.md (section ``vs_mae``) and ``docs/img/accuracy_vs_wallclock.png``.
+docs/RESULTS.md (section ``vs_mae``), ``docs/img/accuracy_vs_wallclock.png`` and
+``docs/img/training_curves.png``.
 """
 
 from __future__ import annotations
@@ -55,17 +56,46 @@ def mae_model(cfg, decoder: tuple[int, int, int] = (64, 2, 2), norm_pix: bool = 
     # the encoder's sizes as enfold resolves them (arch defaults plus config overrides)
     vit = create_vit(cfg.model, num_classes=0)
     m = cfg.model
-    return ViTMAEForPreTraining(ViTMAEConfig(
+    model = ViTMAEForPreTraining(ViTMAEConfig(
         image_size=m.img_size, patch_size=m.patch_size, num_channels=m.in_chans,
         hidden_size=vit.embed_dim, num_hidden_layers=len(vit.blocks),
         num_attention_heads=vit.blocks[0].attn.num_heads,
         intermediate_size=vit.blocks[0].mlp.fc1.out_features, decoder_hidden_size=decoder[0],
         decoder_num_hidden_layers=decoder[1], decoder_num_attention_heads=decoder[2],
         decoder_intermediate_size=4 * decoder[0], mask_ratio=0.75,
-        # per-patch normalised targets (MAE's default) carry almost nothing for 2x2-pixel
-        # patches of a 16x16 digit: measured, the loss stayed at 0.80 over 500 steps. Plain
-        # pixel targets in the normalised image space (MAE's other variant) learn.
+        # plain pixel targets in the normalised image space, MAE's other published variant:
+        # per-patch normalisation of a 2x2-pixel patch of an upsampled 8x8 digit mostly
+        # amplifies rounding; the per-patch variant is not measured here.
         norm_pix_loss=norm_pix, layer_norm_eps=1e-6, qkv_bias=True))
+    fill_sincos_positions(model)
+    return model
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """MAE's fixed 2-D sin-cos position embedding, ``(1 + grid * grid, dim)`` with a zero row
+    for the class token: half the channels encode the row, half the column."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+
+    def one_axis(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos.reshape(-1, 1).double() * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    emb = torch.cat([one_axis(rows), one_axis(cols)], dim=1).float()
+    return torch.cat([torch.zeros(1, dim), emb])
+
+
+def fill_sincos_positions(model) -> None:
+    """Give the MAE its position embeddings. They are fixed (``requires_grad=False``) sin-cos
+    tables, but transformers 5.x leaves both at zero when the model is built from a config
+    (measured with 5.24: the encoder's init returns early, the decoder's zeroes its table). With
+    no positions the decoder cannot tell masked patches apart and the MAE learns to predict the
+    mean pixel (its loss sat at the data variance, 0.41, for 7000 steps)."""
+    grid = int(model.vit.embeddings.patch_embeddings.num_patches ** 0.5)
+    with torch.no_grad():
+        for table in (model.vit.embeddings.position_embeddings, model.decoder.decoder_pos_embed):
+            if float(table.abs().sum()) == 0.0:
+                table.copy_(sincos_2d(grid, table.shape[-1])[None])
 
 
 def unlabelled_digits(cfg) -> torch.Tensor:
@@ -105,20 +135,25 @@ def mae_step(model, opt, batch: torch.Tensor, seed: int) -> float:
     return float(loss.detach())
 
 
-def train_mae(cfg, data: torch.Tensor, steps: int, seed: int) -> tuple[object, float]:
-    """MAE pretraining; returns the model and the wall-clock seconds it took."""
+def train_mae(cfg, data: torch.Tensor, steps: int, seed: int
+              ) -> tuple[object, float, list[tuple[int, float]]]:
+    """MAE pretraining; returns the model, the wall-clock seconds it took and its training
+    curve as ``(step, loss)`` every 10 steps."""
     torch.manual_seed(seed)
     model = mae_model(cfg).train()
     opt, set_lr = optimizer_for(model, cfg, steps)
     gen = torch.Generator().manual_seed(seed)
+    curve: list[tuple[int, float]] = []
     t0 = time.perf_counter()
     for step in range(steps):
         set_lr(step)
         idx = torch.randint(0, data.shape[0], (cfg.data.batch_size,), generator=gen)
         loss = mae_step(model, opt, data[idx], seed * 1_000_003 + step)
+        if (step + 1) % 10 == 0:
+            curve.append((step + 1, loss))
         if step % 500 == 0 or step == steps - 1:
             print(f"mae step {step + 1}/{steps} loss {loss:.4f}", flush=True)
-    return model.eval(), time.perf_counter() - t0
+    return model.eval(), time.perf_counter() - t0, curve
 
 
 def mae_to_enfold_checkpoint(model, cfg, path: Path) -> Path:
@@ -248,14 +283,13 @@ def auroc_rows(cfg, enfold_ckpt: Path, mae, count: int = 256) -> list[dict]:
 
 
 def downstream(arm_dir: Path, ckpt: Path | None, seeds: list[int], args) -> dict[str, list]:
-    """Fine-tune, probe and kNN top-1 per seed (reusing finished runs in ``arm_dir``)."""
+    """Fine-tune, probe and kNN top-1 per seed (reusing finished runs in ``arm_dir`` of the
+    same config and checkpoint)."""
     scores: dict[str, list[float]] = {}
     ns = SimpleNamespace(finetune_steps=300, labels_per_class=10, set=[], reuse_scratch=None)
     for seed in seeds:
         for arm in (("scratch",) if ckpt is None else MODES):
-            done = arm_dir / f"{arm}-seed{seed}" / "eval.json"
-            top1 = (json.loads(done.read_text())["top1"] if done.exists() else
-                    ssl_gain.run_arm(arm, seed, ns, ckpt, arm_dir))
+            top1 = ssl_gain.run_arm(arm, seed, ns, ckpt, arm_dir)
             scores.setdefault(arm, []).append(top1)
             print(f"{arm_dir.name} seed {seed} {arm} top-1 {top1:.4f}", flush=True)
     return scores
@@ -284,6 +318,39 @@ def plot(points: list[tuple[str, float, list[float]]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def plot_curves(enfold_metrics: Path, mae_curves: dict[str, list[tuple[int, float]]],
+                epoch_per_step: float, path: Path) -> None:
+    """Training curves: enfold's restoration loss and held-out masked PSNR, the MAEs' loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in enfold_metrics.open()]
+    train = [(r["step"] * epoch_per_step, r["loss"]) for r in records if "loss" in r]
+    psnr = [(r["step"] * epoch_per_step, r["eval/mask/psnr_restored"]) for r in records
+            if "eval/mask/psnr_restored" in r]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    axes[0].plot(*zip(*train, strict=True))
+    axes[0].set_title("enfold: restoration loss (train)")
+    axes[1].plot(*zip(*psnr, strict=True), marker="o")
+    axes[1].set_title("enfold: held-out masked PSNR (dB)")
+    for name, curve in mae_curves.items():
+        steps, losses = np.array(curve).T
+        # the per-batch loss is noisy: a running mean over 25 records (250 steps)
+        window = min(25, len(losses))
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        axes[2].plot(steps[window - 1:] * epoch_per_step, smooth, label=name)
+    axes[2].set_title("MAE: pixel loss (train, running mean)")
+    axes[2].legend()
+    for ax in axes:
+        ax.set_xlabel("pretraining epochs")
+    axes[0].set_yscale("log")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -295,6 +362,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
     parser.add_argument("--plot", type=Path,
                         default=ROOT / "docs" / "img" / "accuracy_vs_wallclock.png")
+    parser.add_argument("--curves", type=Path,
+                        default=ROOT / "docs" / "img" / "training_curves.png")
     args = parser.parse_args()
 
     from enfold.config import load_config
@@ -313,9 +382,10 @@ def main() -> None:
     arms: dict[str, dict] = {"enfold": {"ckpt": enfold_ckpt, "dir": args.enfold_dir,
                                         "steps": steps, "seconds": enfold_seconds}}
     mae_for_ood = None
+    mae_curves = {}
     for name, n in (("mae-epochs", steps), ("mae-wallclock", wall_steps)):
         ckpt = args.out / name / "pretrain" / "checkpoint-last.pt"
-        model, seconds = train_mae(cfg, data, n, seed=0)
+        model, seconds, mae_curves[name] = train_mae(cfg, data, n, seed=0)
         mae_to_enfold_checkpoint(model, cfg, ckpt)
         arms[name] = {"ckpt": ckpt, "dir": args.out / name, "steps": n, "seconds": seconds}
         mae_for_ood = model if name == "mae-epochs" else mae_for_ood
@@ -361,11 +431,15 @@ def main() -> None:
                      f"{vals['MAE reconstruction error']:.3f} |")
     plot([("none", 0.0, results["none"]["scratch"])]
          + [(n, a["seconds"], results[n]["pretrained"]) for n, a in arms.items()], args.plot)
-    lines += ["", f"![accuracy vs wall-clock](img/{args.plot.name})"]
+    plot_curves(args.enfold_dir / "pretrain" / "metrics.jsonl", mae_curves,
+                epochs(1), args.curves)
+    lines += ["", f"![accuracy vs wall-clock](img/{args.plot.name})", "",
+              "Training curves (enfold from its run's metrics.jsonl, the MAEs from this run):",
+              "", f"![training curves](img/{args.curves.name})"]
     text = "\n".join(lines)
     print(text)
     (args.out / "vs_mae.json").write_text(json.dumps(
-        {"step_seconds": per_step, "results": results, "ood": ood,
+        {"step_seconds": per_step, "results": results, "ood": ood, "mae_curves": mae_curves,
          "arms": {n: {k: str(v) for k, v in a.items()} for n, a in arms.items()}}, indent=2))
     write_section(args.results, "vs_mae", text)
 
