@@ -47,7 +47,7 @@ def test_none_gives_defaults():
     assert cfg == Config()
     assert cfg.train.max_steps == 300
     assert cfg.model.patch_size == 4
-    assert cfg.corrupt.tasks == ["mask"]
+    assert cfg.corrupt.tasks == ["mask", "noise", "sr", "shuffle"]
     assert cfg.data.mean == [0.5, 0.5, 0.5]
 
 
