@@ -293,10 +293,11 @@ def _changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
             return {prefix: d}
         return {k: v for key, sub in d.items() for k, v in flat(sub, f"{prefix}.{key}").items()}
 
-    old = {k: v for s in RESUME_FIXED for k, v in flat(saved.get(s), s).items()}
-    new = {k: v for s in RESUME_FIXED for k, v in flat(current.get(s), s).items()}
-    old["train.seed"] = saved.get("train", {}).get("seed")
-    new["train.seed"] = current.get("train", {}).get("seed")
+    def fixed(cfg: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for s in RESUME_FIXED for k, v in flat(cfg.get(s), s).items()}
+        return {**out, "train.seed": cfg.get("train", {}).get("seed")}
+
+    old, new = fixed(saved), fixed(current)
     return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
