@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from queue import Empty
 
 
 def _proc_status_mib(field: str) -> float:
@@ -130,21 +131,30 @@ def main() -> None:
     args = parser.parse_args()
 
     ctx = mp.get_context("spawn")
+    print(f"{args.method}: {args.arch} img {args.img_size} patch {args.patch_size} "
+          f"batch {args.batch} K={args.k} bf16={args.bf16}", flush=True)
+    print(f"{'mode':<10}{'first step s':>14}{'step s':>10}{'img/s':>10}{'peak MiB':>11}",
+          flush=True)
     results = []
     for compiled in (False, True):
         queue = ctx.Queue()
         proc = ctx.Process(target=run_mode, args=(args, compiled, queue))
         proc.start()
-        results.append(queue.get())
+        while True:  # a child that dies (out of memory, compiler crash) must not hang us
+            try:
+                r = queue.get(timeout=5)
+                break
+            except Empty:
+                if not proc.is_alive():
+                    sys.exit(f"the {'compiled' if compiled else 'eager'} mode died "
+                             f"(exit code {proc.exitcode}); its traceback is above")
         proc.join()
-    eager, comp = results
-    print(f"{args.method}: {args.arch} img {args.img_size} patch {args.patch_size} "
-          f"batch {args.batch} K={args.k} bf16={args.bf16} on {eager['device']} "
-          f"({eager['threads']} threads, torch {eager['torch']})")
-    print(f"{'mode':<10}{'first step s':>14}{'step s':>10}{'img/s':>10}{'peak MiB':>11}")
-    for r in results:
+        results.append(r)
+        # printed as each mode finishes, so a later timeout still leaves this row
         print(f"{r['mode']:<10}{r['first_step_s']:>14.2f}{r['step_s']:>10.4f}"
-              f"{r['images_per_s']:>10.1f}{r['peak_mib']:>11.1f}")
+              f"{r['images_per_s']:>10.1f}{r['peak_mib']:>11.1f}", flush=True)
+    eager, comp = results
+    print(f"on {eager['device']} ({eager['threads']} threads, torch {eager['torch']})")
     ratio = comp["step_s"] / eager["step_s"]
     print(f"compiled/eager step-time ratio: {ratio:.3f} (speed-up {1 / ratio:.2f}x); "
           f"peak memory ratio: {comp['peak_mib'] / max(eager['peak_mib'], 1e-9):.3f} "
