@@ -99,6 +99,23 @@ def test_torchscript_loads_in_a_fresh_process_without_enfold(checkpoints, tmp_pa
     assert float(out.stdout.strip()) <= 1e-4
 
 
+def test_restorer_graphs_follow_the_input_device(checkpoints, tmp_path):
+    # A restorer traced on the CPU once pinned the zeros of its input gradient to the CPU and
+    # failed on a GPU (seen on an H200). The meta device stands in for the GPU here.
+    spec = build_spec(checkpoints["pretrain"], "restorer", steps=2)
+    x = torch.zeros(3, spec.in_chans, spec.img_size, spec.img_size, device="meta")
+    assert spec.module.to("meta")(x).device.type == "meta"
+    result = export_artifact(checkpoints["pretrain"], "restorer", "torchscript", tmp_path,
+                             batch="1:4:8", validate=False)
+    code = []
+    for _, module in torch.jit.load(result["artifact"]).named_modules():
+        try:
+            code.append(module.code)
+        except RuntimeError:  # a submodule without a forward of its own
+            pass
+    assert "new_full" in "".join(code) and 'device("cpu")' not in "".join(code)
+
+
 def test_tensorrt_without_tensorrt_names_the_missing_package(checkpoints, tmp_path):
     try:
         import tensorrt  # noqa: F401

@@ -80,7 +80,42 @@ def unrolled_restorer(model, steps: int) -> nn.Module:
 
     graph = make_fx(restore, decomposition_table=core_aten_decompositions(),
                     tracing_mode="symbolic", _allow_non_fake_inputs=True)(x)
-    return _Call(graph)
+    return _Call(follow_input_device(graph))
+
+
+# Factory ops the input-gradient graph creates (zeros for slice/select backward), and the
+# tensor method that makes the same tensor on its ``self``'s device.
+_ON_INPUT_DEVICE = {
+    torch.ops.aten.full.default: torch.ops.aten.new_full.default,
+    torch.ops.aten.zeros.default: torch.ops.aten.new_zeros.default,
+    torch.ops.aten.empty.memory_format: torch.ops.aten.new_empty.default,
+}
+
+
+def follow_input_device(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Make every tensor the graph creates live on the device of its input.
+
+    ``make_fx`` records factory calls with the tracing device (``full(..., device=cpu)``), and
+    TorchScript keeps that constant, so a graph traced on the CPU failed on a GPU. Rewriting
+    them as ``x.new_full(...)`` lets the device follow ``x`` in eager, FX and TorchScript alike.
+    """
+    x = next(n for n in graph.graph.nodes if n.op == "placeholder")
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or not isinstance(node.kwargs.get("device"), torch.device):
+            continue
+        method = _ON_INPUT_DEVICE.get(node.target)
+        if method is None:
+            raise EnfoldError(f"the restorer graph creates a tensor with {node.target} on a fixed "
+                              "device; enfold cannot export it portably (please report this)")
+        kwargs = {k: v for k, v in node.kwargs.items() if k not in ("device", "memory_format")}
+        with graph.graph.inserting_before(node):
+            new = graph.graph.call_function(method, (x, *node.args), kwargs)
+        new.meta = dict(node.meta)
+        node.replace_all_uses_with(new)
+        graph.graph.erase_node(node)
+    graph.graph.lint()
+    graph.recompile()
+    return graph
 
 
 def build_spec(checkpoint: str, target: str, steps: int | None = None,
