@@ -52,6 +52,9 @@ def finished(run_dir: Path, cfg_dict: dict, source: str) -> bool:
     return recorded.read_text().strip() == source if recorded.exists() else source == "none"
 
 
+READ_BACK: list[str] = []  # arms taken from finished runs, so the reported minutes say so
+
+
 def run_arm(arm: str, seed: int, args: argparse.Namespace, ckpt: Path, out: Path) -> float:
     """Held-out top-1 of one arm and seed; a finished run of the same config and checkpoint
     is reused (from ``out``, or for scratch also from ``args.reuse_scratch``)."""
@@ -74,6 +77,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, ckpt: Path, out: Path
     for done in candidates:
         if finished(done, to_dict(cfg), source):
             print(f"reusing {done}", flush=True)
+            READ_BACK.append(str(done))
             return final_top1(done)
     if run_dir.exists():  # a run of another config or checkpoint: resuming it would mix the two
         print(f"{run_dir} holds a run of another config or checkpoint: starting it again",
@@ -113,13 +117,17 @@ def main() -> None:
     args = parser.parse_args()
 
     from enfold.config import load_config
+    from enfold.pipeline.checkpoint import load_checkpoint
     from enfold.pipeline.pretrain import run_pretrain
 
     t0 = time.time()
     pre_dir = args.out / "pretrain"
     steps = [f"train.max_steps={args.pretrain_steps}"] if args.pretrain_steps else []
     pre_cfg = load_config(args.pretrain_config, [*steps, *args.pretrain_set])
-    ckpt = run_pretrain(pre_cfg, pre_dir)
+    last_ckpt = pre_dir / "checkpoint-last.pt"
+    pre_existed = (last_ckpt.exists()
+                   and load_checkpoint(last_ckpt)["step"] >= pre_cfg.train.max_steps)
+    ckpt = run_pretrain(pre_cfg, pre_dir)  # returns at once when the run is already finished
     evals = [json.loads(line) for line in (pre_dir / "metrics.jsonl").open()]
     last = [r for r in evals if "eval/mask/psnr_restored" in r][-1]
 
@@ -130,6 +138,10 @@ def main() -> None:
             print(f"seed {seed} {arm:<10} top-1 {scores[arm][-1]:.4f}", flush=True)
 
     command = "python benchmarks/ssl_gain.py " + " ".join(sys.argv[1:])
+    took = f"took {(time.time() - t0) / 60:.1f} min"
+    if READ_BACK or pre_existed:
+        took += (f", reading back {len(READ_BACK)} of {len(ARMS) * len(args.seeds)} arms"
+                 + (" and the pretraining" if pre_existed else "") + " from finished runs")
     rows = []
     for arm in ARMS:
         vals = scores[arm]
@@ -148,7 +160,7 @@ def main() -> None:
         f"training split, then {args.finetune_steps} "
         "fine-tuning steps per arm; held-out: the fixed 360-image test split). "
         f"Machine: {torch.get_num_threads()} CPU threads, torch {torch.__version__}; "
-        f"took {(time.time() - t0) / 60:.1f} min.",
+        f"{took}.",
         "",
         f"Pretraining reached `eval/mask/psnr_restored` {last['eval/mask/psnr_restored']:.2f} dB "
         f"(masked input {last['eval/mask/psnr_input']:.2f} dB).",
