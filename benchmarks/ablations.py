@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import ssl_gain  # noqa: E402
-from results_doc import write_section  # noqa: E402
+from results_doc import finished_before, write_section  # noqa: E402
 
 # The recipe every variant starts from, spelled out so the table does not move when the shipped
 # defaults do: configs/pretrain/digits-ssl.yaml as it was when this ablation ran (mask only). The
@@ -78,7 +78,7 @@ def measure(name: str, what: str, overrides: list[str], steps: int, args, ns
     if done.exists() and json.loads(done.read_text())["key"] == key:
         print(f"{name}: reusing {done}", flush=True)
         return json.loads(done.read_text())["result"], True
-    reused = (out / "pretrain" / "checkpoint-last.pt").exists()
+    reused = finished_before(out / "pretrain", steps)
     ckpt = run_pretrain(cfg, out / "pretrain")  # resumes (returns) a finished run
     last = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").open()]
     minutes = training_minutes(last, cfg.data.batch_size)

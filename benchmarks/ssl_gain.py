@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from results_doc import write_section
+from results_doc import finished_before, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = ROOT / "configs" / "pretrain" / "digits-ssl.yaml"
@@ -117,16 +117,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from enfold.config import load_config
-    from enfold.pipeline.checkpoint import load_checkpoint
     from enfold.pipeline.pretrain import run_pretrain
 
     t0 = time.time()
     pre_dir = args.out / "pretrain"
     steps = [f"train.max_steps={args.pretrain_steps}"] if args.pretrain_steps else []
     pre_cfg = load_config(args.pretrain_config, [*steps, *args.pretrain_set])
-    last_ckpt = pre_dir / "checkpoint-last.pt"
-    pre_existed = (last_ckpt.exists()
-                   and load_checkpoint(last_ckpt)["step"] >= pre_cfg.train.max_steps)
+    pre_existed = finished_before(pre_dir, pre_cfg.train.max_steps)
     ckpt = run_pretrain(pre_cfg, pre_dir)  # returns at once when the run is already finished
     evals = [json.loads(line) for line in (pre_dir / "metrics.jsonl").open()]
     last = [r for r in evals if "eval/mask/psnr_restored" in r][-1]
