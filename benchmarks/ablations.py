@@ -7,7 +7,8 @@ spelled out in ``REFERENCE``; pretrained for ``--steps`` steps, 300 by default t
 budget) and is measured by: held-out PSNR of the masked region after restoration, kNN top-1 on
 frozen features, and linear-probe top-1 with 10 labels per class over 3 seeds (the fine-tune
 recipe of ``benchmarks/ssl_gain.py``). A last row gives K=2 the pretraining time K=4 took, to
-weigh larger K against more steps. A finished variant is read back from ``--out``. Writes
+weigh larger K against more steps. Finished runs in ``--out`` (pretraining and arms of the same
+config and checkpoint) are read back rather than trained again. Writes
 the table into docs/RESULTS.md (section ``ablations``).
 """
 
@@ -19,14 +20,17 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import ssl_gain  # noqa: E402
-from results_doc import finished_before, write_section  # noqa: E402
+from common import (
+    PRETRAIN,
+    ROOT,
+    finetune_arm,
+    finished_pretraining,
+    last_record,
+    machine,
+    shown,
+)
+from results_doc import write_section
 
 # The recipe every variant starts from, spelled out so the table does not move when the shipped
 # defaults do: configs/pretrain/digits-ssl.yaml as it was when this ablation ran (mask only). The
@@ -61,34 +65,31 @@ def training_minutes(records: list[dict], batch: int) -> float:
     return total / 60
 
 
-def measure(name: str, what: str, overrides: list[str], steps: int, args, ns
+def measure(name: str, what: str, overrides: list[str], steps: int, args: argparse.Namespace
             ) -> tuple[dict, bool]:
     """Pretrain one variant and measure it: ``(result, whether its pretraining was read back)``.
-    A finished variant with the same config and seeds is read back from its ``result.json``, a
-    finished pretraining run from its checkpoint."""
+    Finished runs (pretraining and arms) of the same config and checkpoint are read back; the
+    result is also written to the variant's ``result.json``."""
     from enfold.config import load_config, to_dict
     from enfold.pipeline.pretrain import run_pretrain
+    from enfold.pipeline.progress import read_metrics
 
     out = args.out / name.replace(" ", "-").replace("=", "").replace(",", "").replace("'", "")
     # eval.every=0: one held-out evaluation at the end; the PSNR is always of the mask task
-    cfg = load_config(ssl_gain.PRETRAIN, [f"train.max_steps={steps}", "eval.every=0",
+    cfg = load_config(PRETRAIN, [f"train.max_steps={steps}", "eval.every=0",
                                           *REFERENCE, *overrides])
-    key = {"config": to_dict(cfg), "seeds": args.seeds}
-    done = out / "result.json"
-    if done.exists() and json.loads(done.read_text())["key"] == key:
-        print(f"{name}: reusing {done}", flush=True)
-        return json.loads(done.read_text())["result"], True
-    reused = finished_before(out / "pretrain", steps)
+    reused = finished_pretraining(out / "pretrain", cfg)
     ckpt = run_pretrain(cfg, out / "pretrain")  # resumes (returns) a finished run
-    last = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").open()]
-    minutes = training_minutes(last, cfg.data.batch_size)
-    psnr = [r for r in last if "eval/mask/psnr_restored" in r][-1]
-    probe = [ssl_gain.run_arm("linear", s, ns, ckpt, out) for s in args.seeds]
-    knn = ssl_gain.run_arm("knn", args.seeds[0], ns, ckpt, out)
+    minutes = training_minutes(read_metrics(out / "pretrain" / "metrics.jsonl"),
+                               cfg.data.batch_size)
+    psnr = last_record(out / "pretrain", "eval/mask/psnr_restored")
+    probe = [finetune_arm("linear", s, checkpoint=ckpt, out=out).top1 for s in args.seeds]
+    knn = finetune_arm("knn", args.seeds[0], checkpoint=ckpt, out=out).top1
     result = {"name": name, "what": what, "steps": steps, "psnr_in": psnr["eval/mask/psnr_input"],
               "psnr_out": psnr["eval/mask/psnr_restored"], "knn": knn, "probe": probe,
               "minutes": minutes}
-    done.write_text(json.dumps({"key": key, "result": result}, indent=2))
+    (out / "result.json").write_text(json.dumps(
+        {"key": {"config": to_dict(cfg), "seeds": args.seeds}, "result": result}, indent=2))
     print(f"{name}: psnr {result['psnr_out']:.2f} knn {knn:.4f} "
           f"linear {statistics.mean(probe):.4f}", flush=True)
     return result, reused
@@ -104,8 +105,7 @@ def main() -> None:
     args = parser.parse_args()
 
     t0 = time.time()
-    ns = SimpleNamespace(finetune_steps=300, labels_per_class=10, set=[], reuse_scratch=None)
-    measured = {name: measure(name, what, overrides, args.steps, args, ns)
+    measured = {name: measure(name, what, overrides, args.steps, args)
                 for name, (what, overrides) in VARIANTS.items()
                 if not args.only or name in args.only}
     if {"reference", "K=4"} <= measured.keys() and (not args.only or EQUAL_TIME in args.only):
@@ -113,7 +113,7 @@ def main() -> None:
         ratio = measured["K=4"][0]["minutes"] / measured["reference"][0]["minutes"]
         steps = round(args.steps * ratio)
         measured[EQUAL_TIME] = measure(EQUAL_TIME, f"more steps instead of larger K ({steps} "
-                                       "steps)", [], steps, args, ns)
+                                       "steps)", [], steps, args)
     rows = {name: result for name, (result, _) in measured.items()}
     reused = sum(was_reused for _, was_reused in measured.values())
 
@@ -125,10 +125,10 @@ def main() -> None:
         "digits-ssl.yaml` with masking only, as it was before this ablation; `REFERENCE` in the "
         f"script) with one change, {args.steps} pretraining steps (pretraining seed 0), then "
         f"kNN (seed {args.seeds[0]}) and a linear probe (10 labels per class, seeds "
-        f"{', '.join(map(str, args.seeds))}). Machine: {torch.get_num_threads()} CPU threads, "
-        f"torch {torch.__version__}; took {(time.time() - t0) / 60:.1f} min"
+        f"{', '.join(map(str, args.seeds))}). {machine()}; "
+        f"took {(time.time() - t0) / 60:.1f} min"
         + (f" ({reused} of {len(rows)} pretraining runs read back from finished runs in "
-           f"`{ssl_gain.shown(args.out)}`; their minutes are from their logs)" if reused else "")
+           f"`{shown(args.out)}`; their minutes are from their logs)" if reused else "")
         + ".",
         "",
         "| variant | tests | mask PSNR input -> restored (dB) | kNN top-1 | linear probe top-1 |"

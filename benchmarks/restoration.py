@@ -28,9 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from results_doc import finished_before, write_section
+from common import ROOT, finished_pretraining, machine
+from results_doc import write_section
 
-ROOT = Path(__file__).resolve().parents[1]
+from enfold.config import Config
+from enfold.model import EnergyViT
+
 CONFIG = ROOT / "configs" / "pretrain" / "photos-tiny.yaml"
 TASKS = ("mask", "noise", "sr", "gray", "shuffle")
 
@@ -45,7 +48,7 @@ def train(steps_k: int, out: Path, max_steps: int | None, overrides: list[str]
     extra = [f"model.steps={steps_k}", *overrides]
     extra += [f"train.max_steps={max_steps}"] if max_steps else []
     cfg = load_config(CONFIG, extra)
-    read_back = finished_before(out, cfg.train.max_steps)
+    read_back = finished_pretraining(out, cfg)
     return run_pretrain(cfg, out), read_back
 
 
@@ -87,26 +90,22 @@ def ssim(img: np.ndarray, clean: np.ndarray) -> float:
                                        data_range=1.0))
 
 
-def held_out(cfg, count: int) -> list[torch.Tensor]:
+def held_out(cfg: Config, count: int) -> list[torch.Tensor]:
     from enfold.data import build_source
 
     source = build_source(cfg.data.source, "heldout", cfg.model, cfg.data, heldout_count=count)
     return [source.image(i) for i in range(min(count, len(source)))]
 
 
-def corrupt_all(cfg, task: str, images: list[torch.Tensor], seed: int):
+def corrupt_all(cfg: Config, task: str, images: list[torch.Tensor], seed: int):
     """``(corrupted, clean, weight)`` batches in pixel space, one seeded generator per image."""
-    from enfold.corrupt import build_one
-    from enfold.data import sample_generator
+    from enfold.corrupt import CorruptionContext, build_one, corrupt_batch
 
-    context = {"patch_size": cfg.model.patch_size, "in_chans": cfg.model.in_chans,
-               "mean": cfg.data.mean}
-    corruption = build_one(task, getattr(cfg.corrupt, task), context)
-    parts = [corruption(img, sample_generator(seed, 0, i)) for i, img in enumerate(images)]
-    return tuple(torch.stack(t) for t in zip(*parts, strict=True))
+    corruption = build_one(task, getattr(cfg.corrupt, task), CorruptionContext.from_config(cfg))
+    return corrupt_batch(corruption, images, seed)
 
 
-def restore(model, cfg, corrupted: torch.Tensor, steps: int) -> torch.Tensor:
+def restore(model: EnergyViT, cfg: Config, corrupted: torch.Tensor, steps: int) -> torch.Tensor:
     from enfold.data import denormalize, normalize
 
     with torch.no_grad():
@@ -119,7 +118,7 @@ def hwc(t: torch.Tensor) -> np.ndarray:
     return t.permute(1, 2, 0).double().numpy()
 
 
-def compare(model, cfg, images, seed: int, shown: int = 2
+def compare(model: EnergyViT, cfg: Config, images: list[torch.Tensor], seed: int, shown: int = 2
             ) -> tuple[list[dict], dict[str, list[dict[str, np.ndarray]]]]:
     """One row per (task, method): mean PSNR (corrupted region) and SSIM over the images; and,
     per task, every method's answer for the first ``shown`` images (for the grid)."""
@@ -146,7 +145,8 @@ def compare(model, cfg, images, seed: int, shown: int = 2
     return rows, examples
 
 
-def psnr_vs_k(model, cfg, images, seed: int, ks: range) -> dict[str, list[float]]:
+def psnr_vs_k(model: EnergyViT, cfg: Config, images: list[torch.Tensor], seed: int,
+              ks: range) -> dict[str, list[float]]:
     """Mean region PSNR per task for each number of inference steps K."""
     curves: dict[str, list[float]] = {}
     for task in TASKS:
@@ -216,7 +216,7 @@ def main() -> None:
                         default=ROOT / "docs" / "img" / "restoration_grid.png")
     args = parser.parse_args()
 
-    from enfold.pipeline.visualize import load_energy_model
+    from enfold.pipeline.load import load_energy_model
 
     torch.manual_seed(0)
     t0 = time.time()
@@ -261,8 +261,7 @@ def main() -> None:
         f"Command: `{command.strip()}`. Models: `configs/pretrain/photos-tiny.yaml` (32x32 "
         f"crops, all five tasks mixed, {cfg.train.max_steps} steps) trained with K=1 and K=2; "
         f"{len(images)} held-out crops of photos never used in pretraining, corruption seed "
-        f"{args.seed}. Machine: {torch.get_num_threads()} CPU threads, torch "
-        f"{torch.__version__}; took {(time.time() - t0) / 60:.1f} min"
+        f"{args.seed}. {machine()}; took {(time.time() - t0) / 60:.1f} min"
         + (f" (the {' and '.join(reused)} models reused from a finished run, not retrained)"
            if reused else "") + ". PSNR on the corrupted "
         "region (the whole image for noise, sr, gray), SSIM on the whole image; best per task "

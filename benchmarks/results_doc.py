@@ -6,15 +6,6 @@ import re
 from pathlib import Path
 
 
-def finished_before(run_dir: Path, max_steps: int) -> bool:
-    """Whether ``run_dir`` already holds a training run at ``max_steps``, so a benchmark reads it
-    back instead of training, and its reported minutes must say so."""
-    from enfold.pipeline.checkpoint import load_checkpoint
-
-    last = run_dir / "checkpoint-last.pt"
-    return last.exists() and load_checkpoint(last)["step"] >= max_steps
-
-
 def write_section(path: Path, name: str, text: str) -> None:
     """Put ``text`` between ``<!-- name:start -->`` and ``<!-- name:end -->`` (appended if new)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

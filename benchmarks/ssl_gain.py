@@ -17,83 +17,23 @@ writes the table into docs/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
-import yaml
-from results_doc import finished_before, write_section
+from common import (
+    PRETRAIN,
+    ROOT,
+    finetune_arm,
+    finished_pretraining,
+    last_record,
+    machine,
+    shown,
+)
+from results_doc import write_section
 
-ROOT = Path(__file__).resolve().parents[1]
-PRETRAIN = ROOT / "configs" / "pretrain" / "digits-ssl.yaml"
-FINETUNE = ROOT / "configs" / "finetune" / "digits-tiny.yaml"
 ARMS = ("scratch", "pretrained", "linear", "knn")
-
-
-def final_top1(run_dir: Path) -> float:
-    return json.loads((run_dir / "eval.json").read_text())["top1"]
-
-
-SOURCE = "pretrained.sha256"  # beside a finished arm: what it was fine-tuned from
-
-
-def finished(run_dir: Path, cfg_dict: dict, source: str) -> bool:
-    """Whether ``run_dir`` holds a finished arm of exactly this config and starting point
-    (``source``: the pretrained checkpoint's sha256, or "none" for scratch)."""
-    if not (run_dir / "eval.json").exists():
-        return False
-    if yaml.safe_load((run_dir / "config.yaml").read_text()) != cfg_dict:
-        return False
-    recorded = run_dir / SOURCE
-    return recorded.read_text().strip() == source if recorded.exists() else source == "none"
-
-
-READ_BACK: list[str] = []  # arms taken from finished runs, so the reported minutes say so
-
-
-def run_arm(arm: str, seed: int, args: argparse.Namespace, ckpt: Path, out: Path) -> float:
-    """Held-out top-1 of one arm and seed; a finished run of the same config and checkpoint
-    is reused (from ``out``, or for scratch also from ``args.reuse_scratch``)."""
-    from enfold.config import load_config, to_dict
-    from enfold.pipeline.checkpoint import file_sha256
-    from enfold.pipeline.finetune import run_finetune
-
-    mode = {"scratch": "full", "pretrained": "full", "linear": "linear", "knn": "knn"}[arm]
-    cfg = load_config(FINETUNE, [
-        f"finetune.mode={mode}", f"train.seed={seed}", f"train.max_steps={args.finetune_steps}",
-        f"data.labels_per_class={args.labels_per_class}", "train.compile=false",
-        f"eval.every={args.finetune_steps}", *args.set,
-    ])
-    run_dir = out / f"{arm}-seed{seed}"
-    source = "none" if arm == "scratch" else file_sha256(ckpt)
-    candidates = [run_dir]
-    if arm == "scratch" and args.reuse_scratch is not None:
-        # The scratch arm does not depend on pretraining: reuse a finished run of the same config.
-        candidates.append(args.reuse_scratch / run_dir.name)
-    for done in candidates:
-        if finished(done, to_dict(cfg), source):
-            print(f"reusing {done}", flush=True)
-            READ_BACK.append(str(done))
-            return final_top1(done)
-    if run_dir.exists():  # a run of another config or checkpoint: resuming it would mix the two
-        print(f"{run_dir} holds a run of another config or checkpoint: starting it again",
-              flush=True)
-        shutil.rmtree(run_dir)
-    run_finetune(cfg, run_dir, pretrained=None if arm == "scratch" else ckpt)
-    (run_dir / SOURCE).write_text(source + "\n")
-    return final_top1(run_dir)
-
-
-def shown(path: Path) -> str:
-    """``path`` relative to the repository when it lies inside it."""
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def main() -> None:
@@ -123,21 +63,26 @@ def main() -> None:
     pre_dir = args.out / "pretrain"
     steps = [f"train.max_steps={args.pretrain_steps}"] if args.pretrain_steps else []
     pre_cfg = load_config(args.pretrain_config, [*steps, *args.pretrain_set])
-    pre_existed = finished_before(pre_dir, pre_cfg.train.max_steps)
+    pre_existed = finished_pretraining(pre_dir, pre_cfg)
     ckpt = run_pretrain(pre_cfg, pre_dir)  # returns at once when the run is already finished
-    evals = [json.loads(line) for line in (pre_dir / "metrics.jsonl").open()]
-    last = [r for r in evals if "eval/mask/psnr_restored" in r][-1]
+    last = last_record(pre_dir, "eval/mask/psnr_restored")
 
     scores: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    read_back = 0
     for seed in args.seeds:
         for arm in ARMS:
-            scores[arm].append(run_arm(arm, seed, args, ckpt, args.out))
+            result = finetune_arm(arm, seed, checkpoint=ckpt, out=args.out,
+                                  finetune_steps=args.finetune_steps,
+                                  labels_per_class=args.labels_per_class, overrides=args.set,
+                                  reuse_scratch=args.reuse_scratch)
+            scores[arm].append(result.top1)
+            read_back += result.read_back
             print(f"seed {seed} {arm:<10} top-1 {scores[arm][-1]:.4f}", flush=True)
 
     command = "python benchmarks/ssl_gain.py " + " ".join(sys.argv[1:])
     took = f"took {(time.time() - t0) / 60:.1f} min"
-    if READ_BACK or pre_existed:
-        took += (f", reading back {len(READ_BACK)} of {len(ARMS) * len(args.seeds)} arms"
+    if read_back or pre_existed:
+        took += (f", reading back {read_back} of {len(ARMS) * len(args.seeds)} arms"
                  + (" and the pretraining" if pre_existed else "") + " from finished runs")
     rows = []
     for arm in ARMS:
@@ -156,8 +101,7 @@ def main() -> None:
         f"pretraining steps of `{shown(args.pretrain_config)}` on the unlabelled "
         f"training split, then {args.finetune_steps} "
         "fine-tuning steps per arm; held-out: the fixed 360-image test split). "
-        f"Machine: {torch.get_num_threads()} CPU threads, torch {torch.__version__}; "
-        f"{took}.",
+        f"{machine()}; {took}.",
         "",
         f"Pretraining reached `eval/mask/psnr_restored` {last['eval/mask/psnr_restored']:.2f} dB "
         f"(masked input {last['eval/mask/psnr_input']:.2f} dB).",

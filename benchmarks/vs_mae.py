@@ -30,20 +30,18 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
+from common import PRETRAIN, ROOT, finetune_arm, machine
+from results_doc import write_section
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import ssl_gain  # noqa: E402  (the fine-tune arms and their config)
-from results_doc import write_section  # noqa: E402
+from enfold.config import Config
 
-MODES = ("pretrained", "linear", "knn")  # ssl_gain's arm names: full fine-tune, probe, kNN
+MODES = ("pretrained", "linear", "knn")  # the fine-tune arms: full fine-tune, probe, kNN
 
 
-def mae_model(cfg, decoder: tuple[int, int, int] = (64, 2, 2), norm_pix: bool = False):
+def mae_model(cfg: Config, decoder: tuple[int, int, int] = (64, 2, 2), norm_pix: bool = False):
     """``ViTMAEForPreTraining`` with the encoder of ``cfg.model`` and a ``(width, depth,
     heads)`` decoder (MAE's paper uses (512, 8, 16)); a clear error without transformers."""
     try:
@@ -98,7 +96,7 @@ def fill_sincos_positions(model) -> None:
                 table.copy_(sincos_2d(grid, table.shape[-1])[None])
 
 
-def unlabelled_digits(cfg) -> torch.Tensor:
+def unlabelled_digits(cfg: Config) -> torch.Tensor:
     """The unlabelled training split, normalised, ``(N, C, H, W)``: what enfold pretrains on."""
     from enfold.data import build_source, normalize
 
@@ -107,7 +105,7 @@ def unlabelled_digits(cfg) -> torch.Tensor:
                      cfg.data.mean, cfg.data.std)
 
 
-def optimizer_for(model, cfg, total: int):
+def optimizer_for(model: torch.nn.Module, cfg: Config, total: int):
     """AdamW with enfold's lr scaling, warmup and cosine schedule (same recipe for every arm)."""
     from enfold.pipeline.schedule import lr_at, scaled_lr
 
@@ -135,7 +133,7 @@ def mae_step(model, opt, batch: torch.Tensor, seed: int) -> float:
     return float(loss.detach())
 
 
-def train_mae(cfg, data: torch.Tensor, steps: int, seed: int
+def train_mae(cfg: Config, data: torch.Tensor, steps: int, seed: int
               ) -> tuple[object, float, list[tuple[int, float]]]:
     """MAE pretraining; returns the model, the wall-clock seconds it took and its training
     curve as ``(step, loss)`` every 10 steps."""
@@ -156,11 +154,11 @@ def train_mae(cfg, data: torch.Tensor, steps: int, seed: int
     return model.eval(), time.perf_counter() - t0, curve
 
 
-def mae_to_enfold_checkpoint(model, cfg, path: Path) -> Path:
-    """The MAE encoder as an enfold pretrain checkpoint (timm key names), so the fine-tune
-    stage loads it exactly as it loads enfold's own (head-only missing keys, asserted)."""
-    from enfold.config import to_dict
-    from enfold.pipeline.checkpoint import library_versions, save_checkpoint
+def mae_to_enfold_checkpoint(model, cfg: Config, path: Path) -> Path:
+    """The MAE encoder as an enfold pretrain checkpoint (timm key names), written by the
+    trainer's own checkpoint writer, so the fine-tune stage loads it exactly as it loads
+    enfold's own (head-only missing keys, asserted)."""
+    from enfold.pipeline.trainer import write_checkpoint
 
     src = {k[len("vit."):]: v for k, v in model.state_dict().items() if k.startswith("vit.")}
     out = {"cls_token": src.pop("embeddings.cls_token"),
@@ -180,15 +178,12 @@ def mae_to_enfold_checkpoint(model, cfg, path: Path) -> Path:
             out[b + f"mlp.fc2.{kind}"] = src.pop(p + f"mlp.fc2.{kind}")
     if src:  # another transformers layout: fail rather than fine-tune a half-loaded encoder
         raise SystemExit(f"unmapped ViTMAE encoder weights: {sorted(src)[:5]} ...")
-    payload = {"stage": "pretrain", "step": 0,
-               "model": {f"vit.{k}": v.detach().clone() for k, v in out.items()},
-               "config": to_dict(cfg), "versions": library_versions()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, payload)
+    write_checkpoint(path, stage="pretrain", step=0, cfg=cfg,
+                     model_state={f"vit.{k}": v.detach().clone() for k, v in out.items()})
     return path
 
 
-def step_times(cfg, data: torch.Tensor, calls: int = 20) -> dict[str, float]:
+def step_times(cfg: Config, data: torch.Tensor, calls: int = 20) -> dict[str, float]:
     """Seconds per optimizer step, eager, both models on the same batches, interleaved."""
     from enfold.model import build_energy_model
 
@@ -215,29 +210,27 @@ def step_times(cfg, data: torch.Tensor, calls: int = 20) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def ssl_corruption(cfg):
+def ssl_corruption(cfg: Config):
     """Batch version of the config's pretext task (normalised space in, normalised out)."""
-    from enfold.corrupt import build_corruption
-    from enfold.data import denormalize, normalize, sample_generator
+    from enfold.corrupt import CorruptionContext, build_corruption, corrupt_batch
+    from enfold.data import denormalize, normalize
 
-    one = build_corruption(cfg.corrupt, cfg.model.patch_size, cfg.model.in_chans, cfg.data.mean)
+    one = build_corruption(cfg.corrupt, CorruptionContext.from_config(cfg))
 
     def apply(batch: torch.Tensor, seed: int):
         pix = denormalize(batch, cfg.data.mean, cfg.data.std)
-        parts = [one(img, sample_generator(seed, 0, i)) for i, img in enumerate(pix)]
-        corrupted = torch.stack([p[0] for p in parts])
-        return normalize(corrupted, cfg.data.mean, cfg.data.std), torch.stack([p[2]
-                                                                               for p in parts])
+        corrupted, _, weight = corrupt_batch(one, pix, seed)
+        return normalize(corrupted, cfg.data.mean, cfg.data.std), weight
 
     return apply
 
 
-def auroc_rows(cfg, enfold_ckpt: Path, mae, count: int = 256) -> list[dict]:
+def auroc_rows(cfg: Config, enfold_ckpt: Path, mae, count: int = 256) -> list[dict]:
     """AUROC of "is this a held-out digit?" from enfold's energy and the MAE's error."""
     from sklearn.metrics import roc_auc_score
 
     from enfold.data import build_source, normalize
-    from enfold.pipeline.visualize import load_energy_model
+    from enfold.pipeline.load import load_energy_model
 
     model, _ = load_energy_model(enfold_ckpt)
     digits = normalize(torch.stack([build_source("digits", "heldout", cfg.model, cfg.data)
@@ -282,14 +275,13 @@ def auroc_rows(cfg, enfold_ckpt: Path, mae, count: int = 256) -> list[dict]:
     return rows
 
 
-def downstream(arm_dir: Path, ckpt: Path | None, seeds: list[int], args) -> dict[str, list]:
+def downstream(arm_dir: Path, ckpt: Path | None, seeds: list[int]) -> dict[str, list]:
     """Fine-tune, probe and kNN top-1 per seed (reusing finished runs in ``arm_dir`` of the
     same config and checkpoint)."""
     scores: dict[str, list[float]] = {}
-    ns = SimpleNamespace(finetune_steps=300, labels_per_class=10, set=[], reuse_scratch=None)
     for seed in seeds:
         for arm in (("scratch",) if ckpt is None else MODES):
-            top1 = ssl_gain.run_arm(arm, seed, ns, ckpt, arm_dir)
+            top1 = finetune_arm(arm, seed, checkpoint=ckpt, out=arm_dir).top1
             scores.setdefault(arm, []).append(top1)
             print(f"{arm_dir.name} seed {seed} {arm} top-1 {top1:.4f}", flush=True)
     return scores
@@ -326,7 +318,9 @@ def plot_curves(enfold_metrics: Path, mae_curves: dict[str, list[tuple[int, floa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in enfold_metrics.open()]
+    from enfold.pipeline.progress import read_metrics
+
+    records = read_metrics(enfold_metrics)
     train = [(r["step"] * epoch_per_step, r["loss"]) for r in records if "loss" in r]
     psnr = [(r["step"] * epoch_per_step, r["eval/mask/psnr_restored"]) for r in records
             if "eval/mask/psnr_restored" in r]
@@ -370,7 +364,7 @@ def main() -> None:
     from enfold.pipeline.pretrain import run_pretrain
 
     t_start = time.time()
-    cfg = load_config(ssl_gain.PRETRAIN, ["train.compile=false"])
+    cfg = load_config(PRETRAIN, ["train.compile=false"])
     steps = cfg.train.max_steps
     data = unlabelled_digits(cfg)
     per_step = step_times(cfg, data)
@@ -378,7 +372,7 @@ def main() -> None:
     enfold_seconds = steps * per_step["enfold"]
     wall_steps = int(round(enfold_seconds / per_step["mae"]))
 
-    enfold_ckpt = run_pretrain(load_config(ssl_gain.PRETRAIN), args.enfold_dir / "pretrain")
+    enfold_ckpt = run_pretrain(load_config(PRETRAIN), args.enfold_dir / "pretrain")
     arms: dict[str, dict] = {"enfold": {"ckpt": enfold_ckpt, "dir": args.enfold_dir,
                                         "steps": steps, "seconds": enfold_seconds}}
     mae_for_ood = None
@@ -389,9 +383,8 @@ def main() -> None:
         mae_to_enfold_checkpoint(model, cfg, ckpt)
         arms[name] = {"ckpt": ckpt, "dir": args.out / name, "steps": n, "seconds": seconds}
         mae_for_ood = model if name == "mae-epochs" else mae_for_ood
-    results = {name: downstream(a["dir"], a["ckpt"], args.seeds, args)
-               for name, a in arms.items()}
-    results["none"] = downstream(args.scratch_dir, None, args.seeds, args)
+    results = {name: downstream(a["dir"], a["ckpt"], args.seeds) for name, a in arms.items()}
+    results["none"] = downstream(args.scratch_dir, None, args.seeds)
     ood = auroc_rows(cfg, enfold_ckpt, mae_for_ood)
 
     command = "python benchmarks/vs_mae.py " + " ".join(sys.argv[1:])
@@ -402,8 +395,7 @@ def main() -> None:
         f"Command: `{command.strip()}` ({len(args.seeds)} seeds, 10 labels per class, 300 "
         "fine-tuning steps per arm as in ssl_gain; MAE: transformers "
         "`ViTMAEForPreTraining`, 2-block 64-wide decoder, 75 % masking, pixel loss in the "
-        f"normalised image space). Machine: {torch.get_num_threads()} CPU threads, torch "
-        f"{torch.__version__}; took {(time.time() - t_start) / 60:.1f} min.",
+        f"normalised image space). {machine()}; took {(time.time() - t_start) / 60:.1f} min.",
         "",
         f"Pretraining step time (eager, batch {cfg.data.batch_size}, median of 20 interleaved "
         f"steps): enfold {per_step['enfold'] * 1e3:.1f} ms, MAE {per_step['mae'] * 1e3:.1f} "

@@ -16,7 +16,7 @@ from enfold.config import load_config  # noqa: E402
 
 
 def test_mae_position_tables_are_filled_and_distinct():
-    model = vs_mae.mae_model(load_config(vs_mae.ssl_gain.PRETRAIN))
+    model = vs_mae.mae_model(load_config(vs_mae.PRETRAIN))
     for table in (model.vit.embeddings.position_embeddings, model.decoder.decoder_pos_embed):
         patches = table[0, 1:]  # row 0 is the class token
         assert not table.requires_grad  # fixed tables, as in MAE

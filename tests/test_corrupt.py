@@ -14,14 +14,21 @@ from enfold.config import (
     ShuffleConfig,
     SRConfig,
 )
-from enfold.corrupt import Mix, available, build_corruption, build_one, build_tasks
+from enfold.corrupt import (
+    CorruptionContext,
+    Mix,
+    available,
+    build_corruption,
+    build_one,
+    build_tasks,
+)
 from enfold.errors import ConfigError
 
 TASKS = ["mask", "shuffle", "sr", "noise", "gray"]
 RANDOM_TASKS = ["mask", "shuffle", "noise"]
 PATCH = 4
 MEAN = [0.2, 0.5, 0.8]
-CONTEXT = {"patch_size": PATCH, "in_chans": 3, "mean": MEAN}
+CONTEXT = CorruptionContext(PATCH, 3, tuple(MEAN))
 LUMA = (0.299, 0.587, 0.114)
 
 # ----------------------------------------------------------------------------- helpers
@@ -77,7 +84,7 @@ def _mix_cfg(tasks: list[str], weights: list[float] | None) -> CorruptConfig:
 
 def _task_or_mix(name):
     if name == "mix":
-        return build_corruption(CorruptConfig(tasks=TASKS), PATCH, 3, MEAN)
+        return build_corruption(CorruptConfig(tasks=TASKS), CONTEXT)
     return _build(name)
 
 
@@ -130,7 +137,7 @@ def test_same_seed_same_output(name):
 @pytest.mark.parametrize("name", [*RANDOM_TASKS, "mix"])
 def test_different_seed_different_output(name):
     if name == "mix":
-        corruption = build_corruption(_mix_cfg(["mask", "noise"], None), PATCH, 3, MEAN)
+        corruption = build_corruption(_mix_cfg(["mask", "noise"], None), CONTEXT)
     else:
         corruption = _build(name)
     img = _img(4)
@@ -332,7 +339,7 @@ def test_gray_is_bt601_luma_in_every_channel():
 
 def test_gray_needs_three_channels():
     with pytest.raises(ConfigError, match="in_chans"):
-        build_one("gray", GrayConfig(), {"patch_size": PATCH, "in_chans": 1, "mean": [0.5]})
+        build_one("gray", GrayConfig(), CorruptionContext(PATCH, 1, (0.5,)))
 
 
 # ----------------------------------------------------------------------------- mix
@@ -349,12 +356,12 @@ def _is_mask(out) -> bool:
 
 def test_mix_with_zero_weight_always_picks_the_first():
     img = _img(20)
-    mix = build_corruption(_mix_cfg(["mask", "gray"], [1, 0]), PATCH, 3, MEAN)
+    mix = build_corruption(_mix_cfg(["mask", "gray"], [1, 0]), CONTEXT)
     assert isinstance(mix, Mix)
     for seed in range(40):
         out = mix(img, _gen(seed))
         assert _is_mask(out) and not _is_gray(out)
-    mix = build_corruption(_mix_cfg(["mask", "gray"], [0, 1]), PATCH, 3, MEAN)
+    mix = build_corruption(_mix_cfg(["mask", "gray"], [0, 1]), CONTEXT)
     for seed in range(40):
         out = mix(img, _gen(seed))
         assert _is_gray(out) and not _is_mask(out)
@@ -362,7 +369,7 @@ def test_mix_with_zero_weight_always_picks_the_first():
 
 def test_mix_with_equal_weights_picks_both():
     img = _img(21)
-    mix = build_corruption(_mix_cfg(["mask", "gray"], [1, 1]), PATCH, 3, MEAN)
+    mix = build_corruption(_mix_cfg(["mask", "gray"], [1, 1]), CONTEXT)
     picks = [_is_mask(mix(img, _gen(seed))) for seed in range(60)]
     n_mask = sum(picks)
     assert 15 <= n_mask <= 45, n_mask
@@ -370,7 +377,7 @@ def test_mix_with_equal_weights_picks_both():
 
 def test_mix_output_is_one_of_its_parts():
     img = _img(22)
-    mix = build_corruption(_mix_cfg(["sr", "gray"], None), PATCH, 3, MEAN)
+    mix = build_corruption(_mix_cfg(["sr", "gray"], None), CONTEXT)
     expected = [_lowres(img, 2), _gray(img).expand(3, -1, -1)]
     for seed in range(10):
         corrupted = mix(img, _gen(seed))[0]
@@ -394,23 +401,23 @@ def test_build_one_unknown_name_suggests_the_closest():
 
 def test_build_corruption_unknown_task():
     with pytest.raises(ConfigError, match="nois'"):
-        build_corruption(CorruptConfig(tasks=["mask", "nois"]), PATCH, 3, MEAN)
+        build_corruption(CorruptConfig(tasks=["mask", "nois"]), CONTEXT)
 
 
 def test_build_corruption_empty_tasks():
     with pytest.raises(ConfigError, match="corrupt.tasks"):
-        build_corruption(CorruptConfig(tasks=[]), PATCH, 3, MEAN)
+        build_corruption(CorruptConfig(tasks=[]), CONTEXT)
 
 
 @pytest.mark.parametrize("name", TASKS)
 def test_build_corruption_one_task_returns_it(name):
-    corruption = build_corruption(CorruptConfig(tasks=[name]), PATCH, 3, MEAN)
+    corruption = build_corruption(CorruptConfig(tasks=[name]), CONTEXT)
     assert not isinstance(corruption, Mix)
     assert corruption.name == name
 
 
 def test_build_corruption_several_tasks_returns_mix():
-    mix = build_corruption(CorruptConfig(tasks=["noise", "mask", "gray"]), PATCH, 3, MEAN)
+    mix = build_corruption(CorruptConfig(tasks=["noise", "mask", "gray"]), CONTEXT)
     assert isinstance(mix, Mix)
     assert mix.names == ["noise", "mask", "gray"]
     assert [p.name for p in mix.parts] == ["noise", "mask", "gray"]
@@ -419,7 +426,7 @@ def test_build_corruption_several_tasks_returns_mix():
 
 def test_build_corruption_passes_patch_size_and_mean():
     cfg = CorruptConfig(tasks=["mask"], mask=MaskConfig(ratio=0.5, fill="mean"))
-    corruption = build_corruption(cfg, 8, 3, (0.1, 0.2, 0.3))
+    corruption = build_corruption(cfg, CorruptionContext(8, 3, (0.1, 0.2, 0.3)))
     img = _img(23)
     corrupted, _, weight = corruption(img, _gen(0))
     assert int(_patch_flags(weight, 8).sum()) == 2
@@ -429,16 +436,17 @@ def test_build_corruption_passes_patch_size_and_mean():
 
 def test_build_corruption_gray_with_one_channel():
     with pytest.raises(ConfigError, match="in_chans"):
-        build_corruption(CorruptConfig(tasks=["mask", "gray"]), PATCH, 1, [0.5])
+        build_corruption(CorruptConfig(tasks=["mask", "gray"]),
+                         CorruptionContext(PATCH, 1, (0.5,)))
 
 
 @pytest.mark.parametrize("weights", [[1.0], [1.0, 1.0, 1.0], [1.0, -1.0], [0.0, 0.0]])
 def test_bad_mixture_weights(weights):
     with pytest.raises(ConfigError, match="corrupt.weights"):
-        build_corruption(_mix_cfg(["mask", "noise"], weights), PATCH, 3, MEAN)
+        build_corruption(_mix_cfg(["mask", "noise"], weights), CONTEXT)
 
 
 def test_build_tasks_builds_each_task():
-    tasks = build_tasks(CorruptConfig(tasks=["sr", "mask"]), PATCH, 3, MEAN)
+    tasks = build_tasks(CorruptConfig(tasks=["sr", "mask"]), CONTEXT)
     assert list(tasks) == ["sr", "mask"]
     assert [t.name for t in tasks.values()] == ["sr", "mask"]

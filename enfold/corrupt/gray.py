@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from enfold.config import GrayConfig
+from enfold.corrupt.context import CorruptionContext
 from enfold.corrupt.registry import Corrupted, register
 from enfold.errors import ConfigError
 
@@ -26,10 +28,10 @@ class Grayscale:
 
 
 @register("gray")
-def build(cfg, context) -> Grayscale:
-    if context["in_chans"] != 3:
+def build(cfg: GrayConfig, context: CorruptionContext) -> Grayscale:
+    if context.in_chans != 3:
         raise ConfigError(
             f"the gray (colorization) task needs 3-channel images, the model has "
-            f"{context['in_chans']}; set model.in_chans=3 or remove 'gray' from corrupt.tasks"
+            f"{context.in_chans}; set model.in_chans=3 or remove 'gray' from corrupt.tasks"
         )
     return Grayscale()

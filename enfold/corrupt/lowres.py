@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from enfold.config import SRConfig
+from enfold.corrupt.context import CorruptionContext
 from enfold.corrupt.registry import Corrupted, register
 from enfold.errors import ConfigError
 
@@ -31,5 +33,5 @@ class LowResolution:
 
 
 @register("sr")
-def build(cfg, context) -> LowResolution:
+def build(cfg: SRConfig, context: CorruptionContext) -> LowResolution:
     return LowResolution(cfg.factor)

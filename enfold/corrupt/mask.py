@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from enfold.config import MaskConfig
+from enfold.corrupt.context import CorruptionContext
 from enfold.corrupt.registry import Corrupted, patch_grid, patch_mask_to_pixels, register
 from enfold.errors import ConfigError
 
@@ -44,6 +46,6 @@ class MaskPatches:
 
 
 @register("mask")
-def build(cfg, context) -> MaskPatches:
-    patch = cfg.patch_size or context["patch_size"]
-    return MaskPatches(cfg.ratio, patch, cfg.fill, context["mean"])
+def build(cfg: MaskConfig, context: CorruptionContext) -> MaskPatches:
+    patch = cfg.patch_size or context.patch_size
+    return MaskPatches(cfg.ratio, patch, cfg.fill, list(context.mean))

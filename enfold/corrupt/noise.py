@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from enfold.config import NoiseConfig
+from enfold.corrupt.context import CorruptionContext
 from enfold.corrupt.registry import Corrupted, register
 from enfold.errors import ConfigError
 
@@ -34,5 +36,5 @@ class GaussianNoise:
 
 
 @register("noise")
-def build(cfg, context) -> GaussianNoise:
+def build(cfg: NoiseConfig, context: CorruptionContext) -> GaussianNoise:
     return GaussianNoise(cfg.sigma, cfg.sigma_max)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import torch
 
+from enfold.corrupt.context import CorruptionContext
 from enfold.errors import ConfigError
 
 Corrupted = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -26,14 +27,14 @@ class Corruption(Protocol):
     def __call__(self, img: torch.Tensor, generator: torch.Generator) -> Corrupted: ...
 
 
-# name -> factory(task_cfg, context) where context holds patch_size, in_chans and the data mean
-_REGISTRY: dict[str, Callable[[Any, dict[str, Any]], Corruption]] = {}
+# name -> factory(task_cfg, context): the task's config section and the model/data context
+_REGISTRY: dict[str, Callable[[Any, CorruptionContext], Corruption]] = {}
 
 
 def register(name: str) -> Callable:
     """Decorator: register a factory that builds corruption ``name`` from its config section."""
 
-    def wrap(factory: Callable[[Any, dict[str, Any]], Corruption]) -> Callable:
+    def wrap(factory: Callable[[Any, CorruptionContext], Corruption]) -> Callable:
         _REGISTRY[name] = factory
         return factory
 
@@ -45,7 +46,7 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_one(name: str, cfg: Any, context: dict[str, Any]) -> Corruption:
+def build_one(name: str, cfg: Any, context: CorruptionContext) -> Corruption:
     """Build a single registered corruption from ``cfg`` (the ``corrupt.<name>`` section)."""
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, available(), n=1)
@@ -54,32 +55,6 @@ def build_one(name: str, cfg: Any, context: dict[str, Any]) -> Corruption:
             f"unknown pretext task '{name}'{hint}; available: {', '.join(available())}"
         )
     return _REGISTRY[name](cfg, context)
-
-
-def build_corruption(corrupt_cfg: Any, patch_size: int, in_chans: int, mean: list[float]):
-    """Build the training corruption from a ``CorruptConfig``: one task, or a mixture of several."""
-    from enfold.corrupt.mix import Mix  # local: mix imports this module
-
-    tasks = list(corrupt_cfg.tasks)
-    if not tasks:
-        raise ConfigError("corrupt.tasks is empty; name at least one of " + ", ".join(available()))
-    if len(set(tasks)) != len(tasks):
-        raise ConfigError(f"corrupt.tasks names a task twice: {tasks}; use corrupt.weights to "
-                          "make a task more frequent")
-    if corrupt_cfg.weights is not None and len(corrupt_cfg.weights) != len(tasks):
-        raise ConfigError(f"corrupt.weights must hold one number per task in corrupt.tasks "
-                          f"({tasks}), got {corrupt_cfg.weights}")
-    context = {"patch_size": patch_size, "in_chans": in_chans, "mean": list(mean)}
-    parts = {name: build_one(name, getattr(corrupt_cfg, name, None), context) for name in tasks}
-    if len(parts) == 1:
-        return next(iter(parts.values()))
-    return Mix(parts, corrupt_cfg.weights)
-
-
-def build_tasks(corrupt_cfg: Any, patch_size: int, in_chans: int, mean: list[float]) -> dict:
-    """Each enabled task on its own (for per-task evaluation)."""
-    context = {"patch_size": patch_size, "in_chans": in_chans, "mean": list(mean)}
-    return {n: build_one(n, getattr(corrupt_cfg, n, None), context) for n in corrupt_cfg.tasks}
 
 
 def patch_grid(img: torch.Tensor, patch: int) -> tuple[int, int]:

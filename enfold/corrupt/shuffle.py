@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from enfold.config import ShuffleConfig
+from enfold.corrupt.context import CorruptionContext
 from enfold.corrupt.registry import Corrupted, patch_grid, patch_mask_to_pixels, register
 from enfold.errors import ConfigError
 
@@ -44,5 +46,5 @@ class ShufflePatches:
 
 
 @register("shuffle")
-def build(cfg, context) -> ShufflePatches:
-    return ShufflePatches(cfg.fraction, cfg.patch_size or context["patch_size"])
+def build(cfg: ShuffleConfig, context: CorruptionContext) -> ShufflePatches:
+    return ShufflePatches(cfg.fraction, cfg.patch_size or context.patch_size)

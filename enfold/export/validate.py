@@ -84,7 +84,7 @@ def load_runner(artifact: Path, meta: dict[str, Any], device: str = "cpu"):
 def heldout_inputs(checkpoint: str, meta: dict[str, Any], count: int):
     """Held-out images of the checkpoint's data: ``(inputs, clean, weight)``, normalised."""
     from enfold.config import config_from_checkpoint
-    from enfold.corrupt import build_one
+    from enfold.corrupt import CorruptionContext, build_one
     from enfold.data import CorruptedDataset, build_source
     from enfold.pipeline.checkpoint import load_checkpoint
 
@@ -93,9 +93,8 @@ def heldout_inputs(checkpoint: str, meta: dict[str, Any], count: int):
     count = min(count, len(source))
     if meta["target"] == "restorer":
         task = meta["task"]
-        context = {"patch_size": cfg.model.patch_size, "in_chans": cfg.model.in_chans,
-                   "mean": cfg.data.mean}
-        corruption = build_one(task, getattr(cfg.corrupt, task, None), context)
+        corruption = build_one(task, getattr(cfg.corrupt, task, None),
+                               CorruptionContext.from_config(cfg))
     else:
         def corruption(img, generator):
             return img, img, torch.ones(1, *img.shape[1:])

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from enfold.config import Config
-from enfold.corrupt import build_corruption, build_tasks
+from enfold.corrupt import CorruptionContext, build_corruption, build_tasks
 from enfold.data import CorruptedDataset, build_source, build_train_loader
 from enfold.errors import ConfigError
 from enfold.model import EnergyViT, build_energy_model
@@ -33,8 +33,8 @@ def build_pretrain_parts(cfg: Config, out_dir: Path, dist: DistInfo) -> StagePar
         )
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_energy_model(cfg)
-    patch, chans = cfg.model.patch_size, cfg.model.in_chans
-    corruption = build_corruption(cfg.corrupt, patch, chans, cfg.data.mean)
+    context = CorruptionContext.from_config(cfg)
+    corruption = build_corruption(cfg.corrupt, context)
     train_source = build_source(cfg.data.source, "train", cfg.model, cfg.data)
     train_set = CorruptedDataset(train_source, corruption, cfg.data.mean, cfg.data.std,
                                  seed=cfg.train.seed, augment=True)
@@ -46,7 +46,7 @@ def build_pretrain_parts(cfg: Config, out_dir: Path, dist: DistInfo) -> StagePar
     if dist.is_main:
         heldout = build_source(cfg.data.source, "heldout", cfg.model, cfg.data,
                                heldout_count=cfg.eval.num_images)
-        tasks = build_tasks(cfg.corrupt, patch, chans, cfg.data.mean)
+        tasks = build_tasks(cfg.corrupt, context)
         knn = KnnMonitor(cfg, dist.device) if cfg.eval.knn else None
 
         def evaluate(m: EnergyViT, step: int) -> dict[str, float]:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from enfold.config import save_config, to_dict
+from enfold.config import Config, save_config, to_dict
 from enfold.errors import ConfigError, EnfoldError, NonFiniteLossError
 from enfold.pipeline.checkpoint import LAST, library_versions, load_checkpoint, save_checkpoint
 from enfold.pipeline.distributed import DistInfo, all_true, barrier
@@ -77,10 +77,22 @@ def _model_fingerprint(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().float().flatten() for p in model.parameters()])
 
 
+def write_checkpoint(path: Path, *, stage: str, step: int, model_state: dict[str, Any],
+                     cfg: Config, optimizer_state: dict[str, Any] | None = None,
+                     extra: dict[str, Any] | None = None) -> None:
+    """Write a stage checkpoint in the one layout every loader reads: stage, step, model
+    weights, optimizer state (when resumable), resolved config, library versions, stage extras."""
+    payload: dict[str, Any] = {"stage": stage, "step": step, "model": model_state}
+    if optimizer_state is not None:
+        payload["optimizer"] = optimizer_state
+    payload.update(config=to_dict(cfg), versions=library_versions(), **(extra or {}))
+    save_checkpoint(path, payload)
+
+
 class Trainer:
     """One training run in one run directory."""
 
-    def __init__(self, cfg: Any, parts: StageParts, out_dir: Path, dist: DistInfo,
+    def __init__(self, cfg: Config, parts: StageParts, out_dir: Path, dist: DistInfo,
                  resume: bool = False):
         self.cfg, self.parts, self.out, self.dist = cfg, parts, Path(out_dir), dist
         self.tc = cfg.train
@@ -136,15 +148,10 @@ class Trainer:
     def save(self) -> None:
         """Write ``checkpoint-last.pt`` (rank 0 only) with config, versions and stage state."""
         if self.dist.is_main:
-            save_checkpoint(self.last_path, {
-                "stage": self.parts.stage,
-                "step": self.step,
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "config": to_dict(self.cfg),
-                "versions": library_versions(),
-                **self.parts.extra_state,
-            })
+            write_checkpoint(self.last_path, stage=self.parts.stage, step=self.step,
+                             model_state=self.model.state_dict(), cfg=self.cfg,
+                             optimizer_state=self.optimizer.state_dict(),
+                             extra=self.parts.extra_state)
         barrier(self.dist)
 
     # ------------------------------------------------------------------ the loop
@@ -301,7 +308,7 @@ def _changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
-def fit(cfg: Any, parts: StageParts, out_dir: str | Path, dist: DistInfo,
+def fit(cfg: Config, parts: StageParts, out_dir: str | Path, dist: DistInfo,
         resume: bool = False) -> Path:
     """Run the shared training loop for a stage; see :class:`Trainer`."""
     return Trainer(cfg, parts, Path(out_dir), dist, resume=resume).fit()

@@ -44,7 +44,7 @@ class Restoration:
 def task_corruption(meta: dict[str, Any], task: str):
     """The corruption callable for ``task``, rebuilt from the artifact's metadata."""
     from enfold.config import CorruptConfig, from_dict
-    from enfold.corrupt import build_one
+    from enfold.corrupt import CorruptionContext, build_one
 
     settings = meta.get("corrupt")
     if not settings:
@@ -53,9 +53,7 @@ def task_corruption(meta: dict[str, Any], task: str):
     if task not in settings:
         raise EnfoldError(f"unknown task {task!r}; choose one of {', '.join(sorted(settings))}")
     cfg = from_dict(CorruptConfig, {task: settings[task]})
-    context = {"patch_size": meta["patch_size"], "in_chans": meta["in_chans"],
-               "mean": meta["mean"]}
-    return build_one(task, getattr(cfg, task), context)
+    return build_one(task, getattr(cfg, task), CorruptionContext.from_metadata(meta))
 
 
 def fit_min_side(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -73,15 +71,14 @@ def corrupt_tiles(img: torch.Tensor, size: int, corruption: Callable | None, see
     """One image -> (image at model scale, corrupted ``(N, C, size, size)`` tiles, corruption
     weight ``(1, H, W)`` or None when ``corruption`` is None (already degraded), tile layout).
     Each tile gets its own seeded generator, so the same image and seed corrupt the same way."""
-    from enfold.data import sample_generator
+    from enfold.corrupt import corrupt_batch
 
     img = fit_min_side(img, size)
     tiles, layout = tile(img, size)
     if corruption is None:
         return img, tiles, None, layout
-    parts = [corruption(t, sample_generator(seed, 0, i)) for i, t in enumerate(tiles)]
-    weight = untile(torch.stack([p[2] for p in parts]), layout)
-    return img, torch.stack([p[0] for p in parts]), weight, layout
+    corrupted, _, weight = corrupt_batch(corruption, tiles, seed)
+    return img, corrupted, untile(weight, layout), layout
 
 
 def assemble(img: torch.Tensor, corrupted: torch.Tensor, restored: torch.Tensor,
