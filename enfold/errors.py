@@ -17,3 +17,11 @@ class ConfigError(EnfoldError):
 
 class NonFiniteLossError(EnfoldError):
     """Training produced a NaN or infinite loss; the last good checkpoint is left untouched."""
+
+
+class LimitError(EnfoldError):
+    """An input above a work limit (pixels, tiles, aspect ratio); ``limit`` names the limit."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from enfold.cli.outputs import check_out_dir, check_out_file
 from enfold.errors import EnfoldError
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ def pretrain(
     """Pretrain an energy ViT: restore corrupted images by descending its energy."""
     from enfold.pipeline.pretrain import run_pretrain
 
+    check_out_dir(out)
     cfg = _load(config, set_, max_steps, no_compile)
     path = run_pretrain(cfg, out, resume=resume)
     if os.environ.get("RANK", "0") == "0":  # one line per job, not per torchrun process
@@ -66,6 +68,7 @@ def finetune(
     """Fine-tune a classifier (full or linear probe) or score kNN on frozen features."""
     from enfold.pipeline.finetune import run_finetune
 
+    check_out_dir(out)
     extra = [*set_, *([f"finetune.mode={mode}"] if mode else [])]
     cfg = _load(config, extra, max_steps, no_compile)
     result = run_finetune(cfg, out, pretrained=pretrained, resume=resume)
@@ -87,6 +90,8 @@ def evaluate(
     """Top-1, top-5 and per-class accuracy on held-out images, and a confusion matrix."""
     from enfold.pipeline.finetune import evaluate_checkpoint
 
+    if out is not None:
+        check_out_dir(out)
     metrics = evaluate_checkpoint(checkpoint, data, out)
     for key, value in metrics.items():
         if key.startswith("top"):
@@ -115,6 +120,7 @@ def export(
     """Export a classifier, encoder, energy or unrolled K-step restorer."""
     from enfold.export.export import export_artifact
 
+    check_out_dir(out)
     result = export_artifact(str(checkpoint), target, format_, out, steps, task, batch,
                              precision, validate)
     typer.echo(f"wrote {result['artifact']} (+ {Path(result['sidecar']).name})")
@@ -157,6 +163,7 @@ def visualize(
     """Draw held-out images as corrupted | step 1 .. step K | clean, and print their PSNR."""
     from enfold.pipeline.visualize import visualize_checkpoint
 
+    check_out_file(out)
     metrics = visualize_checkpoint(checkpoint, task, out, num=num, steps=steps, seed=seed)
     for key, value in metrics.items():
         typer.echo(f"{key}: {value:.2f} dB")
@@ -178,6 +185,19 @@ BACKEND_OPT = typer.Option("auto", help=BACKEND_HELP)
 DEVICE_OPT = typer.Option(None, help=DEVICE_HELP)
 PROVIDER_OPT = typer.Option(None, help=PROVIDER_HELP)
 JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of text.")
+# The work budget of one image, checked from its header before decoding (enfold.runtime.budget).
+MAX_PIXELS_OPT = typer.Option(20_000_000, "--max-pixels", min=1,
+                              help="Most pixels an image may decode to.")
+MAX_ASPECT_OPT = typer.Option(20.0, "--max-aspect", min=1.0,
+                              help="Largest ratio of an image's longer to shorter side.")
+MAX_TILES_OPT = typer.Option(256, "--max-tiles", min=1,
+                             help="Most model-sized tiles one restoration may run.")
+
+
+def _budget(max_pixels: int, max_aspect: float, max_tiles: int):
+    from enfold.runtime.budget import WorkBudget
+
+    return WorkBudget(max_pixels=max_pixels, max_aspect=max_aspect, max_tiles=max_tiles)
 
 
 def _report(results: list[dict], as_json: bool, line) -> None:
@@ -216,13 +236,16 @@ def predict(
     backend: str = BACKEND_OPT,
     device: str | None = DEVICE_OPT,
     provider: str | None = PROVIDER_OPT,
+    max_pixels: int = MAX_PIXELS_OPT,
+    max_aspect: float = MAX_ASPECT_OPT,
 ) -> None:
     """Classify images: the top-k labels and their probabilities."""
     from enfold.runtime.commands import predict_files
     from enfold.runtime.images import list_images
 
+    budget = _budget(max_pixels, max_aspect, 1)
     session = _session(model, backend, device, provider)
-    results, errors = predict_files(session, list_images(images), top_k)
+    results, errors = predict_files(session, list_images(images), top_k, budget)
     _report(results, json_, lambda r: f"{r['file']}: {r['label']}   (" + "  ".join(
         f"{t['label']} {t['score']:.3f}" for t in r["top_k"]) + ")")
     _finish(errors)
@@ -237,21 +260,28 @@ def restore(
         None, help="mask | shuffle | sr | noise | gray (default: the artifact's task)."),
     degraded: bool = typer.Option(False, "--degraded",
                                   help="Inputs are already degraded: restore them as they are."),
-    seed: int = typer.Option(0, help="Seed of the corruption."),
+    seed: int = typer.Option(0, min=0, help="Seed of the corruption."),
     keep_known: bool = typer.Option(
         True, help="Keep the pixels the corruption left untouched (e.g. outside masked "
                    "patches) instead of the model's version of them."),
     backend: str = BACKEND_OPT,
     device: str | None = DEVICE_OPT,
     provider: str | None = PROVIDER_OPT,
+    max_pixels: int = MAX_PIXELS_OPT,
+    max_aspect: float = MAX_ASPECT_OPT,
+    max_tiles: int = MAX_TILES_OPT,
 ) -> None:
-    """Corrupt (unless --degraded) and restore images; write restored PNGs and panels."""
+    """Corrupt (unless --degraded) and restore images; write restored PNGs and panels (never
+    over an input: names are made unique)."""
     from enfold.runtime.commands import restore_files
     from enfold.runtime.images import list_images
 
+    check_out_dir(out)
+    budget = _budget(max_pixels, max_aspect, max_tiles)
+    files = list_images(images)
     session = _session(model, backend, device, provider)
-    results, errors = restore_files(session, list_images(images), out, task, seed, degraded,
-                                    keep_known)
+    results, errors = restore_files(session, files, out, task, seed, degraded, keep_known,
+                                    budget)
     for r in results:
         psnr = (f"  PSNR on the {r['task']} region: input {r['psnr_input']:.2f} dB -> restored "
                 f"{r['psnr_restored']:.2f} dB" if "psnr_input" in r else "")
@@ -268,13 +298,16 @@ def score(
     backend: str = BACKEND_OPT,
     device: str | None = DEVICE_OPT,
     provider: str | None = PROVIDER_OPT,
+    max_pixels: int = MAX_PIXELS_OPT,
+    max_aspect: float = MAX_ASPECT_OPT,
 ) -> None:
     """Print each image's energy (low: like the training data)."""
     from enfold.runtime.commands import score_files
     from enfold.runtime.images import list_images
 
+    budget = _budget(max_pixels, max_aspect, 1)
     session = _session(model, backend, device, provider)
-    results, errors = score_files(session, list_images(images))
+    results, errors = score_files(session, list_images(images), budget)
     _report(results, json_, lambda r: f"{r['file']}: {r['energy']:.6g}")
     _finish(errors)
 
@@ -283,12 +316,19 @@ def score(
 def serve(
     model: Path = MODEL_OPT,
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(8000, help="TCP port."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: any free port)."),
     max_batch: int = typer.Option(16, "--max-batch", min=1,
                                   help="Most images run in one batch."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0.0,
                                       help="Longest wait for a batch to fill."),
-    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Upload size limit."),
+    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Upload size limit (MiB)."),
+    max_pixels: int = MAX_PIXELS_OPT,
+    max_aspect: float = MAX_ASPECT_OPT,
+    max_tiles: int = MAX_TILES_OPT,
+    request_timeout: float = typer.Option(
+        30.0, "--request-timeout", help="Seconds a request may run before it gets a 504."),
+    drain: float = typer.Option(
+        5.0, "--drain", help="Seconds running requests get to finish after SIGTERM."),
     backend: str = BACKEND_OPT,
     device: str | None = DEVICE_OPT,
     provider: str | None = PROVIDER_OPT,
@@ -297,7 +337,9 @@ def serve(
     from enfold.runtime.server import serve as run_server
 
     run_server(model, backend=backend, device=device, provider=provider, host=host, port=port,
-               max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb)
+               max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb,
+               budget=_budget(max_pixels, max_aspect, max_tiles),
+               request_timeout_s=request_timeout, drain_s=drain)
 
 
 @app.command()
@@ -317,10 +359,10 @@ def bench(
     from enfold.runtime.bench import bench as run_bench
     from enfold.runtime.bench import format_table, parse_batches
 
+    out = check_out_file(out or model.with_name(model.name + ".bench.json"))
     names = [b.strip() for b in backends.split(",")] if backends else None
     report = run_bench(model, names, parse_batches(batch), seconds, device)
     typer.echo(format_table(report))
-    out = out or model.with_name(model.name + ".bench.json")
     out.write_text(json.dumps(report, indent=2))
     typer.echo(f"wrote {out}")
 

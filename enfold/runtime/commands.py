@@ -14,21 +14,23 @@ from typing import Any
 import torch
 
 from enfold.errors import EnfoldError
-from enfold.runtime.images import decode_image, encode_png, model_view, side_by_side
+from enfold.runtime.budget import DEFAULT_BUDGET, WorkBudget
+from enfold.runtime.images import decode_image, decode_view, encode_png, side_by_side
 from enfold.runtime.session import InferenceSession
 
 FILE_BATCH = 64  # files decoded and run per call
 
 
-def model_batches(session: InferenceSession, files: list[Path],
-                  errors: dict[str, str]) -> Iterator[tuple[list[Path], torch.Tensor]]:
-    """Readable files in chunks, each as ``(files, (B, C, S, S) pixels)``; failures go to
-    ``errors``."""
+def model_batches(session: InferenceSession, files: list[Path], errors: dict[str, str],
+                  budget: WorkBudget = DEFAULT_BUDGET
+                  ) -> Iterator[tuple[list[Path], torch.Tensor]]:
+    """Readable files in chunks, each as ``(files, (B, C, S, S) pixels)``; failures (unreadable
+    or over ``budget``) go to ``errors``."""
     for start in range(0, len(files), FILE_BATCH):
         ok, views = [], []
         for path in files[start:start + FILE_BATCH]:
             try:
-                views.append(model_view(decode_image(path, session.in_chans), session.metadata))
+                views.append(decode_view(path, session.metadata, budget=budget))
                 ok.append(path)
             except EnfoldError as exc:
                 errors[str(path)] = str(exc)
@@ -36,66 +38,91 @@ def model_batches(session: InferenceSession, files: list[Path],
             yield ok, torch.stack(views)
 
 
-def predict_files(session: InferenceSession, files: list[Path], top_k: int = 5
+def predict_files(session: InferenceSession, files: list[Path], top_k: int = 5,
+                  budget: WorkBudget = DEFAULT_BUDGET
                   ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Top-k labels and probabilities per file."""
     results, errors = [], {}
-    for paths, x in model_batches(session, files, errors):
+    for paths, x in model_batches(session, files, errors, budget):
         for path, ranked in zip(paths, session.top_k(session.classify(x), top_k), strict=True):
             results.append({"file": str(path), "label": ranked[0][0],
                             "top_k": [{"label": n, "score": s} for n, s in ranked]})
     return results, errors
 
 
-def score_files(session: InferenceSession, files: list[Path]
+def score_files(session: InferenceSession, files: list[Path],
+                budget: WorkBudget = DEFAULT_BUDGET
                 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Energy per file (low: like the training data)."""
     results, errors = [], {}
-    for paths, x in model_batches(session, files, errors):
+    for paths, x in model_batches(session, files, errors, budget):
         for path, e in zip(paths, session.energy(x).tolist(), strict=True):
             results.append({"file": str(path), "energy": e})
     return results, errors
 
 
-def _unique_stem(path: Path, used: set[str]) -> str:
-    stem, n = path.stem, 1
-    while stem in used:  # two inputs with the same name in different folders
-        n += 1
-        stem = f"{path.stem}-{n}"
-    used.add(stem)
-    return stem
+def output_names(files: list[Path], out: Path) -> list[tuple[Path, Path]]:
+    """``(restored, panel)`` paths in ``out`` for each input, never an input and never shared.
+
+    ``NAME.png`` and ``NAME-panel.png`` when free; otherwise ``NAME-2``, ``NAME-3``, ... So
+    restoring a folder into itself writes beside the inputs, and inputs ``a.png`` and
+    ``a-panel.png`` get outputs of their own.
+    """
+    taken = {p.resolve() for p in files}
+    names = []
+    for path in files:
+        stem, n = path.stem, 1
+        while True:
+            pair = (out / f"{stem}.png", out / f"{stem}-panel.png")
+            if not any(p.resolve() in taken for p in pair):
+                break
+            n += 1
+            stem = f"{path.stem}-{n}"
+        taken.update(p.resolve() for p in pair)
+        names.append(pair)
+    return names
 
 
 def restore_files(session: InferenceSession, files: list[Path], out: Path, task: str | None,
-                  seed: int = 0, degraded: bool = False, keep_known: bool = True
+                  seed: int = 0, degraded: bool = False, keep_known: bool = True,
+                  budget: WorkBudget = DEFAULT_BUDGET
                   ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Restore each file; write ``OUT/<name>.png`` and ``OUT/<name>-panel.png``.
 
     The panel is clean | degraded | restored (degraded | restored with ``degraded``), enlarged
-    for small images. ``OUT/restore.json`` lists every file with its PSNRs.
+    for small images. Output names never replace an input and are never shared between inputs
+    (:func:`output_names`); ``OUT/restore.json`` maps every input to its own outputs and PSNRs.
+    Files over ``budget`` (pixels, aspect ratio, tiles) are refused from their header.
     """
     from enfold.runtime.restore import restore_image, task_corruption
 
+    if seed < 0:
+        raise EnfoldError(f"--seed must be 0 or more, got {seed}")
     if not degraded:
         task = task or session.metadata.get("task")
         task_corruption(session.metadata, task)  # an unknown task fails before any work
-    out.mkdir(parents=True, exist_ok=True)
-    results, errors, used = [], {}, set()
-    for path in files:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EnfoldError(f"cannot create the output folder {out}: {exc.strerror or exc}") from exc
+    results, errors = [], {}
+    for path, (restored_png, panel_png) in zip(files, output_names(files, out), strict=True):
         try:
-            img = decode_image(path, session.in_chans)
+            img = decode_image(path, session.in_chans, budget=budget,
+                               tile_size=session.img_size)
         except EnfoldError as exc:
             errors[str(path)] = str(exc)
             continue
         rest = restore_image(session, img, task, seed=seed, degraded=degraded,
                              keep_known=keep_known)
-        stem = _unique_stem(path, used)
-        restored_png, panel_png = out / f"{stem}.png", out / f"{stem}-panel.png"
-        restored_png.write_bytes(encode_png(rest.restored))
         cols = ([rest.degraded, rest.restored] if rest.clean is None else
                 [rest.clean, rest.degraded, rest.restored])
         panel = side_by_side(cols)
-        panel_png.write_bytes(encode_png(panel, scale=max(1, 128 // panel.shape[1])))
+        try:
+            restored_png.write_bytes(encode_png(rest.restored))
+            panel_png.write_bytes(encode_png(panel, scale=max(1, 128 // panel.shape[1])))
+        except OSError as exc:
+            raise EnfoldError(f"cannot write {restored_png}: {exc.strerror or exc}") from exc
         results.append({"file": str(path), "restored": str(restored_png),
                         "panel": str(panel_png), "task": None if degraded else task,
                         **rest.psnr()})

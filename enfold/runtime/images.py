@@ -15,12 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from enfold.data.decode import IMAGE_EXTENSIONS, decode
 from enfold.errors import EnfoldError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
-                  ".pgm")
-# Decompression-bomb guard for uploads and files: far above any photo a user would restore.
-MAX_PIXELS = 64_000_000
+from enfold.runtime.budget import DEFAULT_BUDGET, WorkBudget
 
 
 def list_images(paths: Iterable[str | Path]) -> list[Path]:
@@ -29,59 +26,55 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         elif path.is_file():
             found.append(path)
         else:
             raise EnfoldError(f"{path} does not exist (pass image files or directories)")
     if not found:
         raise EnfoldError(f"no images found in {', '.join(map(str, paths))} "
-                          f"(looked for {', '.join(IMAGE_SUFFIXES)})")
+                          f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
     return found
 
 
-def decode_image(data: bytes | str | Path, in_chans: int, name: str = "image") -> torch.Tensor:
+def decode_image(data: bytes | str | Path, in_chans: int, name: str | None = None,
+                 budget: WorkBudget | None = DEFAULT_BUDGET, tile_size: int | None = None,
+                 min_side: int = 0) -> torch.Tensor:
     """Decode a file or bytes to a float ``(C, H, W)`` image in [0, 1] with ``in_chans`` channels.
 
-    Raises :class:`EnfoldError` naming the file when it is not a readable image.
+    The header's size is checked against ``budget`` before the pixels are decoded (its tiles
+    too when ``tile_size`` is given: restorations); ``min_side`` allows a reduced decode (see
+    :func:`enfold.data.decode.decode`). Raises :class:`EnfoldError` naming the file when it is
+    not a readable image, :class:`LimitError` when it is over budget.
     """
-    from PIL import Image, UnidentifiedImageError
+    label = name or (str(data) if isinstance(data, (str, Path)) else "image")
 
-    if isinstance(data, (str, Path)):
-        name = str(data)
-        try:
-            data = Path(data).read_bytes()
-        except OSError as exc:
-            raise EnfoldError(f"cannot read {name}: {exc.strerror or exc}") from exc
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise EnfoldError(f"{name} is {img.width}x{img.height} pixels, above the "
-                                  f"{MAX_PIXELS:,}-pixel limit")
-            img = img.convert("L" if in_chans == 1 else "RGB")
-            arr = np.asarray(img, dtype=np.uint8)
-    except UnidentifiedImageError as exc:
-        raise EnfoldError(f"{name} is not a readable image (Pillow does not recognise its "
-                          "format); use PNG, JPEG or another format Pillow reads") from exc
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise EnfoldError(f"{name} is not a readable image ({type(exc).__name__}: {exc}); "
-                          "use PNG, JPEG or another format Pillow reads") from exc
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    def check(width: int, height: int) -> None:
+        if budget is not None:
+            budget.check(width, height, label, tile_size)
+
+    return decode(data, in_chans, label, min_side=min_side, check=check)
+
+
+def decode_view(data: bytes | str | Path, meta: dict[str, Any], name: str | None = None,
+                budget: WorkBudget | None = DEFAULT_BUDGET) -> torch.Tensor:
+    """A file or bytes straight to the model's view ``(C, S, S)``, decoding only as many pixels
+    as the view needs (twice its size on the shorter side)."""
+    size = int(meta["img_size"])
+    return model_view(decode_image(data, int(meta["in_chans"]), name, budget,
+                                   min_side=2 * size), meta)
 
 
 def model_view(img: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
     """The model's view of an image: centre square crop resized to ``img_size`` (as in eval)."""
-    from enfold.data.sources import center_resize
+    from enfold.data.transforms import center_resize
 
     return center_resize((img,), int(meta["img_size"]))
 
 
 def load_images(paths: Iterable[str | Path], meta: dict[str, Any]) -> torch.Tensor:
     """Image files -> a ``(B, C, H, W)`` float32 batch in [0, 1] at the model's size."""
-    return torch.stack([model_view(decode_image(p, int(meta["in_chans"])), meta)
-                        for p in paths])
+    return torch.stack([decode_view(p, meta) for p in paths])
 
 
 def tile(img: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
