@@ -107,7 +107,8 @@ def evaluate(
 def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A pretrain or finetune checkpoint."),
     target: str = typer.Option(..., help="classifier | encoder | energy | restorer"),
-    format_: str = typer.Option("onnx", "--format", help="torchscript | onnx | tensorrt"),
+    format_: str = typer.Option("onnx", "--format", help="torchscript | onnx | tensorrt | "
+                                "safetensors (the encoder as timm weights)"),
     out: Path = typer.Option(..., "--out", help="Directory for the artifact and its sidecar."),
     steps: int | None = typer.Option(None, help="Restorer steps K (default: the trained K)."),
     task: str | None = typer.Option(None, help="Restorer task (default: the first trained)."),
@@ -116,14 +117,23 @@ def export(
     precision: str = typer.Option("fp32", help="fp32 | fp16 (mixed: norms and I/O in fp32)."),
     validate: bool = typer.Option(True, "--validate/--no-validate",
                                   help="Compare with PyTorch on held-out images."),
+    triton_repo: Path | None = typer.Option(
+        None, "--triton-repo", help="Also write a Triton model repository entry here "
+        "(DIR/<name>/config.pbtxt, DIR/<name>/1/model.*)."),
 ) -> None:
-    """Export a classifier, encoder, energy or unrolled K-step restorer."""
+    """Export a classifier, encoder, energy or unrolled K-step restorer; write a model card."""
     from enfold.export.export import export_artifact
 
     check_out_dir(out)
+    if triton_repo is not None:
+        check_out_dir(triton_repo, "--triton-repo")
     result = export_artifact(str(checkpoint), target, format_, out, steps, task, batch,
-                             precision, validate)
-    typer.echo(f"wrote {result['artifact']} (+ {Path(result['sidecar']).name})")
+                             precision, validate, triton_repo)
+    typer.echo(f"wrote {result['artifact']} (+ {Path(result['sidecar']).name}, "
+               f"model card {result['card']})")
+    if "triton" in result:
+        typer.echo(f"wrote Triton entry {result['triton']['config']} and "
+                   f"{result['triton']['model']}")
     if "validation" in result:
         _print_report(result["validation"])
 
@@ -368,15 +378,35 @@ def bench(
 
 
 def main() -> None:
-    """Console entry point: user errors print one clear line, not a traceback."""
+    """Console entry point: user errors print one clear line (exit 2), not a traceback."""
+    try:  # typer >= 0.20 vendors click; older ones use click itself
+        from typer._click import exceptions as click_exc
+    except ImportError:
+        from click import exceptions as click_exc
+
     try:
-        app()
+        code = app(standalone_mode=False)
+    except click_exc.NoArgsIsHelpError as exc:
+        typer.echo(exc.format_message(), err=True)
+        sys.exit(2)
+    except click_exc.UsageError as exc:  # a bad option value, a missing option, a typo
+        where = exc.ctx.command_path if exc.ctx is not None else "enfold"
+        message = " ".join(exc.format_message().split())
+        typer.secho(f"error: {message} (see {where} --help)", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except click_exc.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.secho("aborted", err=True)
+        sys.exit(1)
     except EnfoldError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.secho("interrupted; the last checkpoint is intact", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

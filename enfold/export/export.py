@@ -8,7 +8,8 @@ from typing import Any
 from enfold.errors import EnfoldError
 from enfold.export.graphs import build_spec
 
-FORMATS = ("torchscript", "onnx", "tensorrt")
+# safetensors: the encoder as timm weights (export/timm_weights.py), not a runnable artifact
+FORMATS = ("torchscript", "onnx", "tensorrt", "safetensors")
 SUFFIX = {"torchscript": ".ts", "onnx": ".onnx", "tensorrt": ".engine"}
 
 
@@ -34,10 +35,28 @@ def artifact_path(out_dir: Path, target: str, fmt: str, precision: str,
 
 def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
                     steps: int | None = None, task: str | None = None, batch: str = "1:8:32",
-                    precision: str = "fp32", validate: bool = True) -> dict[str, Any]:
-    """Export and (unless ``validate=False``) validate; returns the paths and the report."""
+                    precision: str = "fp32", validate: bool = True,
+                    triton_repo: str | Path | None = None) -> dict[str, Any]:
+    """Export and (unless ``validate=False``) validate; returns the paths and the report.
+
+    Every export rewrites the folder's model card (``README.md``); ``triton_repo`` also writes
+    the artifact's Triton model repository entry there.
+    """
+    from enfold.export.model_card import check_card_writable, save_validation, write_model_card
+
     if fmt not in FORMATS:
         raise EnfoldError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_card_writable(out_dir)
+    if fmt == "safetensors":
+        if triton_repo is not None:
+            raise EnfoldError("--triton-repo takes onnx, tensorrt or torchscript exports; "
+                              "safetensors weights are for timm code, not Triton")
+        from enfold.export.timm_weights import export_timm_weights
+
+        result = export_timm_weights(checkpoint, out_dir, target, validate)
+        save_validation(result["artifact"], result.get("validation"))
+        result["card"] = str(write_model_card(out_dir))
+        return result
     if precision not in ("fp32", "fp16"):
         raise EnfoldError(f"unknown --precision {precision!r}; use fp32 or fp16")
     if fmt == "torchscript" and precision != "fp32":
@@ -75,4 +94,10 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
         batches = (1, 3, 8) if fmt != "tensorrt" else tuple(sorted({lo, opt, hi}))
         result["validation"] = validate_artifact(path, checkpoint, batches=batches,
                                                  device="cuda" if fmt == "tensorrt" else "cpu")
+    save_validation(path, result.get("validation"))
+    result["card"] = str(write_model_card(out_dir))
+    if triton_repo is not None:
+        from enfold.export.triton_repo import write_triton_entry
+
+        result["triton"] = write_triton_entry(path, triton_repo, (lo, opt, hi))
     return result

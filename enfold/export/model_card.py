@@ -1,0 +1,249 @@
+"""The model card: ``README.md`` beside the exports of a folder, rewritten by every export.
+
+It describes every export in the folder (each artifact's sidecar, or ``config.json`` for timm
+weights), grouped by the checkpoint it came from: model details, training data and recipe (the
+checkpoint's resolved config), measured numbers (the run's ``metrics.jsonl`` and ``eval.json``,
+and each artifact's validation report), limits, and the commands that reproduce it all.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from enfold.errors import EnfoldError
+
+CARD_NAME = "README.md"
+MARKER = "<!-- written by enfold export: every export into this folder rewrites this file -->"
+VALIDATION_SUFFIX = ".validation.json"
+# Sidecar formats of runnable artifacts, and the timm weights' files (timm_weights.py).
+ARTIFACT_FORMATS = ("onnx", "torchscript", "tensorrt")
+TIMM_WEIGHTS, TIMM_CONFIG = "model.safetensors", "config.json"
+
+
+def check_card_writable(out_dir: str | Path) -> None:
+    """Refuse, before any work, to overwrite a README.md that enfold did not write."""
+    card = Path(out_dir) / CARD_NAME
+    if card.is_file() and MARKER not in card.read_text(errors="replace")[:500]:
+        raise EnfoldError(f"{card} exists and was not written by enfold export (its model card "
+                          "would replace it): move it away or export into another --out")
+
+
+def save_validation(artifact: str | Path, report: dict[str, Any] | None) -> None:
+    """Keep an artifact's validation report beside it, for this and later cards.
+
+    ``None`` (exported with --no-validate) removes an earlier export's report, which no longer
+    describes the file.
+    """
+    path = Path(str(artifact) + VALIDATION_SUFFIX)
+    if report is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(json.dumps(report, indent=2))
+
+
+def find_exports(out_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """``(artifact, metadata)`` for every export in ``out_dir``, sorted by file name."""
+    found = []
+    for side in sorted(out_dir.glob("*.json")):
+        artifact = side.with_name(side.name[: -len(".json")])
+        if artifact.is_file() and not side.name.endswith(VALIDATION_SUFFIX):
+            try:
+                meta = json.loads(side.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue  # not a sidecar; the card lists what it can read
+            if isinstance(meta, dict) and meta.get("format") in ARTIFACT_FORMATS:
+                found.append((artifact, meta))
+    weights, config = out_dir / TIMM_WEIGHTS, out_dir / TIMM_CONFIG
+    if weights.is_file() and config.is_file():
+        meta = json.loads(config.read_text()).get("enfold")
+        if isinstance(meta, dict):
+            found.append((weights, meta))
+    return sorted(found, key=lambda item: item[0].name)
+
+
+def _run_numbers(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The last logged value of every metric in ``run/metrics.jsonl`` (with its step), and
+    ``run/eval.json``'s scalars."""
+    last: dict[str, Any] = {}
+    metrics = run / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash; the others still count
+            step = row.get("step")
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    last[key] = (value, step)
+    evaluation: dict[str, Any] = {}
+    eval_file = run / "eval.json"
+    if eval_file.is_file():
+        data = json.loads(eval_file.read_text())
+        evaluation = {k: v for k, v in data.items() if isinstance(v, (int, float))}
+    return last, evaluation
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _export_command(artifact: Path, meta: dict[str, Any]) -> str:
+    fmt = meta["format"]
+    parts = [f"enfold export --checkpoint {meta.get('checkpoint', 'CHECKPOINT')}",
+             f"--target {meta['target']}", f"--format {fmt}", f"--out {artifact.parent}"]
+    if meta["target"] == "restorer":
+        parts.append(f"--steps {meta.get('steps')} --task {meta.get('task')}")
+    if meta.get("batch_profile"):
+        parts.append("--batch " + ":".join(str(b) for b in meta["batch_profile"]))
+    elif meta.get("fixed_batch"):
+        parts.append(f"--batch {meta['fixed_batch']}")
+    if meta.get("precision", "fp32") != "fp32":
+        parts.append(f"--precision {meta['precision']}")
+    return " ".join(parts)
+
+
+def _io(meta: dict[str, Any]) -> str:
+    c, s = meta.get("in_chans"), meta.get("img_size")
+    out = {"classifier": f"logits (B, {len(meta.get('class_names') or [])})",
+           "encoder": "features (B, D)", "energy": "energy (B,)",
+           "restorer": f"restored (B, {c}, {s}, {s})"}[meta["target"]]
+    return f"images (B, {c}, {s}, {s}) -> {out}"
+
+
+def _checkpoint_section(ckpt: str, exports: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+    """Data, recipe, numbers and reproduction for the exports of one checkpoint."""
+    from enfold.config import config_from_checkpoint, to_dict
+    from enfold.pipeline.checkpoint import load_checkpoint
+
+    meta0 = exports[0][1]
+    lines = [f"## From `{ckpt}`", ""]
+    path = Path(ckpt)
+    state: dict[str, Any] | None = None
+    if path.is_file():
+        try:
+            state = load_checkpoint(path)
+        except EnfoldError:
+            state = None
+    if state is None:
+        lines += [f"The checkpoint is not at `{ckpt}` on this machine any more (its sha256 was "
+                  f"`{meta0.get('checkpoint_sha256')}`), so its recipe and training numbers "
+                  "are not shown.", ""]
+        return lines
+    cfg = config_from_checkpoint(state["config"])
+    stage = state.get("stage")
+    m, d, t = cfg.model, cfg.data, cfg.train
+    lines += ["### Model details", "",
+              f"- Stage: {stage}, step {state.get('step')}; sha256 "
+              f"`{meta0.get('checkpoint_sha256')}`",
+              f"- Architecture: timm `{m.arch}` at {m.img_size}x{m.img_size} pixels, "
+              f"{m.in_chans} channels, patch {m.patch_size}, depth {m.depth or 'as the arch'}, "
+              f"width {m.embed_dim or 'as the arch'}, {m.num_heads or 'arch default'} heads",
+              f"- Energy head `{m.energy_head}`, K = {m.steps} restoration steps"
+              + (f"; fine-tuning mode `{state.get('finetune_mode')}`"
+                 if stage == "finetune" else ""),
+              f"- Libraries at training: {json.dumps(state.get('versions', {}))}", ""]
+    lines += ["### Training data", "",
+              f"- Source `{d.source}`, normalised with mean {list(d.mean)} and std {list(d.std)}"]
+    if stage == "finetune":
+        classes = list(state.get("classes", []))
+        lines.append(f"- {len(classes)} classes: {', '.join(classes[:20])}"
+                     + (" ..." if len(classes) > 20 else "")
+                     + (f"; {d.labels_per_class} labels per class" if d.labels_per_class
+                        else "; all labels"))
+        lines.append(f"- Pretrained from `{state.get('pretrained') or 'nothing (scratch)'}`")
+    else:
+        tasks = to_dict(cfg.corrupt)
+        lines.append(f"- Pretext tasks (corruptions): {', '.join(cfg.corrupt.tasks)}; settings "
+                     + "; ".join(f"{k} {tasks[k]}" for k in cfg.corrupt.tasks if k in tasks))
+    lines += ["", "### Recipe", "",
+              f"- {t.max_steps} steps of AdamW, batch {d.batch_size} x {t.accum_steps} "
+              f"accumulation per process, base lr {t.base_lr} per {t.lr_batch_base} images, "
+              f"warmup {t.warmup_steps}, weight decay {t.weight_decay}, seed {t.seed}, "
+              f"{'bf16' if t.bf16 else 'fp32'}",
+              f"- Full resolved config: `{path.parent / 'config.yaml'}`", ""]
+    last, evaluation = _run_numbers(path.parent)
+    lines += ["### Measured numbers", ""]
+    shown = {k: v for k, v in last.items() if k.startswith("eval/") or k in ("loss",)}
+    if shown or evaluation:
+        lines += ["| metric | value | at step |", "| --- | --- | --- |"]
+        lines += [f"| {k} | {_fmt(v)} | {s} |" for k, (v, s) in sorted(shown.items())]
+        lines += [f"| eval.json {k} | {_fmt(v)} | {state.get('step')} |"
+                  for k, v in sorted(evaluation.items())]
+    else:
+        lines.append(f"No metrics.jsonl beside the checkpoint ({path.parent}).")
+    lines.append("")
+    for artifact, _ in exports:
+        report_path = Path(str(artifact) + VALIDATION_SUFFIX)
+        if report_path.is_file():
+            report = json.loads(report_path.read_text())
+            keys = [k for k in ("images", "max_abs_error", "mean_abs_error", "tolerance",
+                                "top1_agreement", "psnr_artifact_vs_clean",
+                                "psnr_pytorch_vs_clean", "psnr_input_vs_clean", "passed")
+                    if k in report]
+            lines.append(f"- Validation of `{artifact.name}` against PyTorch on held-out "
+                         "images: " + ", ".join(f"{k} {_fmt(report[k])}" for k in keys))
+        else:
+            lines.append(f"- `{artifact.name}` was exported with --no-validate: not compared "
+                         "with PyTorch")
+    # a new run directory: the run's own --out would resume the finished run, not retrain it
+    again = f"{path.parent}-again"
+    lines += ["", "### Reproduce", "", "```bash"]
+    if stage == "finetune":
+        pre = state.get("pretrained")
+        lines.append(f"enfold finetune --config {path.parent / 'config.yaml'} "
+                     + (f"--pretrained {pre} " if pre else "") + f"--out {again}")
+    else:
+        lines.append(f"enfold pretrain --config {path.parent / 'config.yaml'} --out {again}")
+    lines += [_export_command(a, m) for a, m in exports]
+    lines += ["```", "", f"The training command retrains into `{again}` from the run's resolved "
+              "config; the export commands are the ones that wrote these files.", ""]
+    return lines
+
+
+def render_card(out_dir: Path, exports: list[tuple[Path, dict[str, Any]]]) -> str:
+    """The card's Markdown for ``exports`` (see :func:`find_exports`)."""
+    targets = sorted({m["target"] for _, m in exports})
+    lines = [f"# enfold exports: {', '.join(targets)}", "", MARKER, "",
+             "A vision transformer trained as an energy model: its forward pass gives one energy "
+             "per image, and K gradient steps down that energy restore corrupted images. The "
+             "encoder and classifier are plain timm ViTs.", "",
+             "| file | target | format | precision | tensors |", "| --- | --- | --- | --- | --- |"]
+    for artifact, meta in exports:
+        lines.append(f"| `{artifact.name}` | {meta['target']} | {meta['format']} | "
+                     f"{meta.get('precision', 'fp32')} | {_io(meta)} |")
+    lines += ["", "Inputs are pixels in [0, 1] normalised with the mean and std below; "
+              "`enfold.runtime.load(file)` does that for you (docs/deployment.md).", ""]
+    by_checkpoint: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for artifact, meta in exports:
+        by_checkpoint.setdefault(meta.get("checkpoint", "unknown"), []).append((artifact, meta))
+    for ckpt, group in by_checkpoint.items():
+        lines += _checkpoint_section(ckpt, group)
+    lines += ["## Limits", "",
+              "- Fixed input size: each export takes only the image size and channel count in "
+              "the table; other images are centre-cropped and resized first (`preprocess` in "
+              "each sidecar).",
+              "- The restorer undoes the corruption it was trained on (its `task`), at the "
+              "strength in the training config; other degradations are outside its training.",
+              "- The numbers above come from the held-out split of the training source only; "
+              "images from elsewhere may score lower.",
+              "- A TorchScript restorer runs at the one batch size it was traced at; fp16 exports "
+              "are checked with a relative tolerance of 1e-2, fp32 ones with 1e-4.", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(out_dir: str | Path) -> Path:
+    """Write ``out_dir/README.md`` describing every export there; returns its path."""
+    from enfold.pipeline.checkpoint import atomic_write_bytes
+
+    out_dir = Path(out_dir)
+    check_card_writable(out_dir)
+    exports = find_exports(out_dir)
+    if not exports:
+        raise EnfoldError(f"no enfold exports in {out_dir} to describe")
+    card = out_dir / CARD_NAME
+    text = render_card(out_dir, exports)
+    atomic_write_bytes(card, lambda f: f.write(text.encode()))
+    return card
