@@ -20,9 +20,10 @@ from PIL import Image
 
 from enfold.export.export import export_artifact
 from enfold.runtime import load
+from enfold.runtime.batching import MicroBatcher
 from enfold.runtime.images import decode_image, encode_png, model_view
 from enfold.runtime.restore import restore_image
-from enfold.runtime.server import MicroBatcher, create_app
+from enfold.runtime.server import create_app
 
 FINETUNE_TINY = ROOT / "configs" / "finetune" / "digits-tiny.yaml"
 UPLOAD_LIMIT = int(0.05 * 2**20)  # the restorer server's --max-upload-mb 0.05

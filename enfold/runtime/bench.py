@@ -22,11 +22,9 @@ import torch
 
 from enfold.errors import EnfoldError
 from enfold.runtime.backends import BACKENDS
-from enfold.runtime.session import load
+from enfold.runtime.session import TARGET_METHODS, load
 
 ROUNDS = 5  # bursts per backend and batch size, interleaved
-METHOD_OF = {"classifier": "classify", "restorer": "restore", "energy": "energy",
-             "encoder": "features"}
 
 
 def parse_batches(text: str) -> list[int]:
@@ -75,7 +73,7 @@ def _worker(conn: Connection, model: str, backend: str, device: str | None) -> N
     runner = session.runners[target]
     conn.send({"detail": session.describe(), "target": target, "in_chans": session.in_chans,
                "img_size": session.img_size, "fixed_batch": runner.fixed_batch})
-    fn = getattr(session, METHOD_OF[target])
+    fn = getattr(session, TARGET_METHODS[target])
     while (msg := conn.recv()) is not None:
         x, seconds, warmup = msg
         conn.send(time_calls(fn, x, seconds, warmup=warmup, min_calls=2))

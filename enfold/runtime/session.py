@@ -40,6 +40,9 @@ CHECKPOINT_TARGETS = {"pretrain": ("restorer", "energy", "encoder"),
 AUTO_ORDER = {"cuda": ("tensorrt", "onnxruntime", "torchscript", "torch"),
               "cpu": ("onnxruntime", "torchscript", "torch")}
 EXPORT_HINT = "enfold export --checkpoint CKPT --target {target} --format {fmt} --out {out}"
+# Target -> the InferenceSession method that runs it (the server names its endpoints after these).
+TARGET_METHODS = {"classifier": "classify", "restorer": "restore", "energy": "energy",
+                  "encoder": "features"}
 
 Array = np.ndarray | torch.Tensor
 
