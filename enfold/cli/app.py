@@ -38,7 +38,8 @@ def _load(config: Path | None, overrides: list[str], max_steps: int | None, no_c
 def pretrain(
     config: Path = typer.Option(..., "--config", "-c", help="YAML config (see configs/pretrain)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (resumed if it holds one)."),
-    max_steps: int | None = typer.Option(None, help="Optimizer steps (overrides train.max_steps)."),
+    max_steps: int | None = typer.Option(None, min=1,
+                                         help="Optimizer steps (overrides train.max_steps)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     no_compile: bool = typer.Option(False, "--no-compile", help="Train eagerly."),
     resume: bool = typer.Option(False, "--resume", help="Require a checkpoint in --out to resume."),
@@ -60,7 +61,8 @@ def finetune(
     pretrained: Path | None = typer.Option(
         None, help="checkpoint-last.pt of a pretrain run; without it, train from scratch."),
     mode: str | None = typer.Option(None, help="full | linear | knn (overrides finetune.mode)."),
-    max_steps: int | None = typer.Option(None, help="Optimizer steps (overrides train.max_steps)."),
+    max_steps: int | None = typer.Option(None, min=1,
+                                         help="Optimizer steps (overrides train.max_steps)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     no_compile: bool = typer.Option(False, "--no-compile", help="Train eagerly."),
     resume: bool = typer.Option(False, "--resume", help="Require a checkpoint in --out to resume."),

@@ -35,9 +35,12 @@ def library_versions() -> dict[str, str]:
 def atomic_write_bytes(path: Path, write) -> None:
     """Write via ``write(file)`` to a temp file beside ``path``, fsync, then rename over it.
 
-    A crash or SIGKILL at any moment leaves either the old file or the new one, never half.
+    A crash or SIGKILL at any moment leaves either the old file or the new one, never half;
+    the temp files such a kill leaves behind are removed by the next write of ``path``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -60,10 +63,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise EnfoldError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise EnfoldError(f"checkpoint {path} is empty (0 bytes): it was never written or was "
+                          "truncated; use another checkpoint or train again")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise EnfoldError(f"cannot read checkpoint {path}: {exc}") from exc
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EnfoldError(f"cannot read checkpoint {path}: {why} (a damaged or foreign "
+                          "file; use a checkpoint-last.pt written by enfold)") from exc
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise EnfoldError(f"{path} is not an enfold checkpoint (no 'model' and 'config' entries)")
     return payload

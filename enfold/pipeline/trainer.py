@@ -11,6 +11,7 @@ so a run resumed from ``checkpoint-last.pt`` continues exactly as if it had neve
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from enfold.config import Config, save_config, to_dict
+from enfold.config import Config, TrainConfig, save_config, to_dict
 from enfold.errors import ConfigError, EnfoldError, NonFiniteLossError
 from enfold.pipeline.checkpoint import LAST, library_versions, load_checkpoint, save_checkpoint
 from enfold.pipeline.distributed import DistInfo, all_true, barrier
@@ -89,6 +90,22 @@ def write_checkpoint(path: Path, *, stage: str, step: int, model_state: dict[str
     save_checkpoint(path, payload)
 
 
+def _check_train(tc: TrainConfig) -> None:
+    """Training numbers that would silently train nothing or diverge: one clear error each."""
+    if tc.max_steps < 1:
+        raise ConfigError(f"train.max_steps (--max-steps) must be at least 1, got {tc.max_steps}")
+    for key in ("base_lr", "min_lr", "weight_decay"):
+        value = getattr(tc, key)
+        low_ok = value > 0 if key == "base_lr" else value >= 0
+        if not (math.isfinite(value) and low_ok):
+            need = "a positive number" if key == "base_lr" else "a number >= 0"
+            raise ConfigError(f"train.{key} must be {need}, got {value}")
+    if tc.warmup_steps < 0:
+        raise ConfigError(f"train.warmup_steps must be >= 0, got {tc.warmup_steps}")
+    if tc.clip_grad is not None and not (math.isfinite(tc.clip_grad) and tc.clip_grad > 0):
+        raise ConfigError(f"train.clip_grad must be positive or null, got {tc.clip_grad}")
+
+
 class Trainer:
     """One training run in one run directory."""
 
@@ -98,6 +115,7 @@ class Trainer:
         self.tc = cfg.train
         if self.tc.accum_steps < 1:
             raise ConfigError(f"train.accum_steps must be >= 1, got {self.tc.accum_steps}")
+        _check_train(self.tc)
         self.model = parts.model.to(dist.device)
         if self.tc.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
@@ -182,7 +200,9 @@ class Trainer:
         tc, dist = self.tc, self.dist
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.out / "config.yaml")
+            # A run already past max_steps trains nothing: its config.yaml keeps describing it
+            if self.step < tc.max_steps:
+                save_config(self.cfg, self.out / "config.yaml")
             (self.out / "versions.json").write_text(json.dumps(library_versions(), indent=2))
             print(
                 f"{self.parts.stage}: effective batch {self.effective_batch} "

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from enfold.errors import EnfoldError
+from enfold.errors import EnfoldError, LimitError
 from enfold.runtime.batching import MicroBatcher
-from enfold.runtime.images import decode_image, encode_png, model_view
+from enfold.runtime.budget import DEFAULT_BUDGET, WorkBudget
+from enfold.runtime.guard import RequestGuard
+from enfold.runtime.images import decode_image, decode_view, encode_png
 from enfold.runtime.restore import assemble, corrupt_tiles, task_corruption
 from enfold.runtime.session import TARGET_METHODS, InferenceSession, load
 from enfold.runtime.upload_limit import UploadLimit, too_large_message
@@ -40,6 +42,12 @@ SERVE_EXTRA_HINT = ("enfold serve needs fastapi, uvicorn and python-multipart: "
 # it calls. The encoder's features are not served.
 ENDPOINT_TARGETS = {method: target for target, method in TARGET_METHODS.items()
                     if target != "encoder"}
+# Status of an upload over a work limit: too large, or a shape the server will not tile.
+LIMIT_STATUS = {"max_pixels": 413, "max_tiles": 413, "max_aspect": 422}
+# Images decoded at once: bounds the memory of concurrent large uploads (each up to max_pixels).
+DECODE_SLOTS = 2
+# Largest seed a form accepts (seeds are hashed by numpy's SeedSequence, which wants >= 0).
+MAX_SEED = 2**63 - 1
 
 log = logging.getLogger("enfold.serve")
 
@@ -91,8 +99,14 @@ def _finish_restore(img: torch.Tensor, corrupted: torch.Tensor, restored: torch.
 
 
 def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: float = 5.0,
-               max_upload_bytes: int = 10 * 2**20) -> "FastAPI":
-    """The FastAPI app serving ``session``: one :class:`MicroBatcher` per served target."""
+               max_upload_bytes: int = 10 * 2**20, budget: WorkBudget = DEFAULT_BUDGET,
+               request_timeout_s: float | None = None) -> "FastAPI":
+    """The FastAPI app serving ``session``: one :class:`MicroBatcher` per served target.
+
+    Every upload is checked against ``budget`` from its header before it is decoded (413 or
+    422 naming the limit); a request still running after ``request_timeout_s`` gets a 504 and
+    one whose client disconnected is cancelled (:class:`RequestGuard`).
+    """
     fastapi = _import_fastapi()
     from contextlib import asynccontextmanager
 
@@ -116,6 +130,8 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
     app = fastapi.FastAPI(title="enfold", lifespan=lifespan,
                           description=f"enfold serve: {session.describe()}")
     app.add_middleware(UploadLimit, max_upload_bytes=max_upload_bytes)
+    app.add_middleware(RequestGuard, timeout_s=request_timeout_s)  # outermost: wraps the rest
+    decode_slots = asyncio.Semaphore(DECODE_SLOTS)
 
     @app.exception_handler(Exception)
     async def internal_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -135,22 +151,29 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
                                      f"/v1/{endpoint} needs {how}")
         return batchers[endpoint]
 
-    async def read_image(file: UploadFile) -> torch.Tensor:
-        """The upload as a ``(C, H, W)`` image in [0, 1]; 413, 400 or 415 when it is not one."""
+    async def read_image(file: UploadFile, view: bool) -> torch.Tensor:
+        """The upload as the model's view ``(C, S, S)`` (``view``) or the whole ``(C, H, W)``
+        image in [0, 1]: 413 or 422 over the work budget (checked from the header), 400 or 415
+        when it is not an image."""
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, too_large_message(max_upload_bytes))
-        name = file.filename or "upload"
+        name = Path(file.filename or "upload").name[:200] or "upload"
         if not data:
             raise HTTPException(400, f"{name} is empty: upload an image file in field 'file'")
         try:
-            return await asyncio.to_thread(decode_image, data, session.in_chans, name)
+            async with decode_slots:
+                if view:
+                    return await asyncio.to_thread(decode_view, data, meta, name, budget)
+                return await asyncio.to_thread(decode_image, data, session.in_chans, name,
+                                               budget, size)
+        except LimitError as exc:
+            raise HTTPException(LIMIT_STATUS.get(exc.limit, 413), str(exc)) from exc
         except EnfoldError as exc:
             raise HTTPException(415, str(exc)) from exc
 
     async def model_batch(file: UploadFile) -> torch.Tensor:
-        img = await read_image(file)
-        return (await asyncio.to_thread(model_view, img, meta))[None]
+        return (await read_image(file, view=True))[None]
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -163,7 +186,10 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
         return {**_json_safe(public), "backend": session.describe(), "targets": session.targets,
                 "endpoints": [f"/v1/{e}" for e in batchers],
                 "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms},
-                "max_upload_bytes": max_upload_bytes}
+                "max_upload_bytes": max_upload_bytes,
+                "limits": {"max_pixels": budget.max_pixels, "max_aspect": budget.max_aspect,
+                           "max_tiles": budget.max_tiles, "decode_slots": DECODE_SLOTS,
+                           "request_timeout_s": request_timeout_s}}
 
     @app.get("/v1/stats")
     async def stats() -> dict[str, Any]:
@@ -189,7 +215,7 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
 
     @app.post("/v1/restore")
     async def restore(file: UploadFile = File(...), task: str | None = Form(None),
-                      seed: int = Form(0), degraded: bool = Form(False),
+                      seed: int = Form(0, ge=0, le=MAX_SEED), degraded: bool = Form(False),
                       keep_known: bool = Form(True)) -> Response:
         batcher = batcher_for("restore")
         corruption = None
@@ -202,7 +228,7 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
                 corruption = task_corruption(meta, name)
             except EnfoldError as exc:
                 raise HTTPException(422, str(exc)) from exc
-        img = await read_image(file)
+        img = await read_image(file, view=False)
         clean, corrupted, weight, layout = await asyncio.to_thread(
             corrupt_tiles, img, size, corruption, seed)
         out = await batcher.submit(corrupted)
@@ -234,11 +260,16 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def serve(model: str | Path, backend: str = "auto", device: str | None = None,
           provider: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          max_batch: int = 16, max_wait_ms: float = 5.0, max_upload_mb: float = 10.0) -> None:
+          max_batch: int = 16, max_wait_ms: float = 5.0, max_upload_mb: float = 10.0,
+          budget: WorkBudget = DEFAULT_BUDGET, request_timeout_s: float | None = 30.0,
+          drain_s: float = 5.0) -> None:
     """Load ``model`` and serve it over HTTP until interrupted (Ctrl-C or SIGTERM).
 
     ``max_batch`` images per model call at most, gathered for up to ``max_wait_ms`` after the
-    first waiting request; uploads above ``max_upload_mb`` MiB are refused with 413.
+    first waiting request; uploads above ``max_upload_mb`` MiB are refused with 413, images over
+    ``budget`` with 413/422, requests running longer than ``request_timeout_s`` with 504. On
+    SIGTERM the server stops accepting, lets running requests finish for up to ``drain_s``
+    seconds, cancels the rest and exits.
     """
     _import_fastapi()
     try:
@@ -247,13 +278,22 @@ def serve(model: str | Path, backend: str = "auto", device: str | None = None,
         raise EnfoldError(SERVE_EXTRA_HINT) from exc
     if max_batch < 1:
         raise EnfoldError(f"--max-batch must be at least 1, got {max_batch}")
-    if max_wait_ms < 0:
-        raise EnfoldError(f"--max-wait-ms must be >= 0, got {max_wait_ms}")
-    if max_upload_mb <= 0:
-        raise EnfoldError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+    if not (math.isfinite(max_wait_ms) and max_wait_ms >= 0):
+        raise EnfoldError(f"--max-wait-ms must be a number >= 0, got {max_wait_ms}")
+    if not (math.isfinite(max_upload_mb) and max_upload_mb > 0):
+        raise EnfoldError(f"--max-upload-mb must be a positive number, got {max_upload_mb}")
+    if request_timeout_s is not None and not (math.isfinite(request_timeout_s)
+                                              and request_timeout_s > 0):
+        raise EnfoldError(f"--request-timeout must be a positive number of seconds, got "
+                          f"{request_timeout_s}")
+    if not (math.isfinite(drain_s) and drain_s >= 0):
+        raise EnfoldError(f"--drain must be 0 or more seconds, got {drain_s}")
+    if not 0 <= port <= 65535:
+        raise EnfoldError(f"--port must be between 0 and 65535, got {port}")
     session = load(model, backend=backend, device=device, provider=provider)
     app = create_app(session, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                     max_upload_bytes=int(max_upload_mb * 2**20))
+                     max_upload_bytes=max(1, int(max_upload_mb * 2**20)), budget=budget,
+                     request_timeout_s=request_timeout_s)
     sock = _listen(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
@@ -261,5 +301,7 @@ def serve(model: str | Path, backend: str = "auto", device: str | None = None,
                           if t in session.targets)
     print(f"enfold serve: {session.describe()} from {model} at http://{shown}:{bound} "
           f"({endpoints}; batches of up to {max_batch}, {max_wait_ms:g} ms wait)", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=bound, log_level="warning"))
+    # timeout_graceful_shutdown: uvicorn's default waits for every running request, forever
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=bound, log_level="warning",
+                                           timeout_graceful_shutdown=drain_s))
     server.run(sockets=[sock])
