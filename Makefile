@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch and torchvision are pinned as a pair: a mismatched torchvision fails to import.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup data demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,28 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed  ## create .venv and install enfold with its dev extras
+
+# Real data sets, installed from Debian packages with their files inside (nothing is downloaded at
+# run time): Fashion-MNIST (MIT), classic test photos (opencv-doc, BSD), photographs among the
+# wallpapers of lomiri-wallpapers-16.04 (CC-BY/CC-BY-SA) and plasma-workspace-wallpapers (GPL).
+DATA_PACKAGES := dataset-fashion-mnist opencv-doc lomiri-wallpapers-16.04 plasma-workspace-wallpapers
+
+data:  ## install the real data sets (needs apt and root; otherwise says what to do)
+	@if dpkg -s $(DATA_PACKAGES) >/dev/null 2>&1; then \
+		echo "data: $(DATA_PACKAGES) already installed"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(DATA_PACKAGES) >/dev/null && \
+		echo "data: installed $(DATA_PACKAGES)"; \
+	else \
+		echo "data: cannot install with apt here (not Debian/Ubuntu, or not root). Either run"; \
+		echo "  sudo apt-get install $(DATA_PACKAGES)"; \
+		echo "or point the configs at your own files:"; \
+		echo "  --set data.source=fashion-mnist:DIR  (DIR holds the four Fashion-MNIST idx files,"; \
+		echo "                                        e.g. torchvision's FashionMNIST/raw)"; \
+		echo "  --set data.source=folder:DIR         (any folder of your own photos)"; \
+		echo "Tests that need these files skip, naming the missing package."; \
+	fi
 
 demo: setup  ## pretrain, fine-tune and evaluate on the embedded digits -> runs/demo/
 	$(BIN)/enfold pretrain --config configs/pretrain/digits-tiny.yaml --out runs/demo/pretrain

@@ -55,14 +55,18 @@ class LossConfig:
 class DataConfig:
     """Where images come from and how they are normalised."""
 
-    source: str = "digits"  # digits | photos | folder:PATH
+    source: str = "digits"  # digits | fashion-mnist[:PATH] | photos | photos:bundled | folder:PATH
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     batch_size: int = 64  # per process and micro-step
     num_workers: int = 0
     crops_per_epoch: int = 4096  # photos: random crops that make one epoch
     holdout_fraction: float = 0.05  # folder without train/ and val/: share held out
-    crop_scale_min: float = 0.35  # random-resized-crop lower scale (photos, folder)
+    crop_scale_min: float = 0.35  # random-resized-crop lower scale (photos:bundled, folder)
+    # photos: each photo is reduced once so its shorter side is at most this many pixels, then
+    # crops span img_size to img_size * crop_max_zoom of its pixels (1 = native resolution)
+    photo_short_side: int = 512
+    crop_max_zoom: float = 1.5
     hflip: bool = True
     labels_per_class: int | None = None  # fine-tuning: keep N labelled images per class (seeded)
 

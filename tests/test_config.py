@@ -324,7 +324,7 @@ def test_shipped_config_values():
     assert digits.model.img_size == 16 and digits.model.patch_size == 2
     assert digits.corrupt.tasks == ["mask"]
     photos = load_config(PRETRAIN / "photos-tiny.yaml")
-    assert photos.data.source == "photos"
+    assert photos.data.source == "photos:bundled"
     assert photos.model.depth == digits.model.depth == 4  # inherited from digits-tiny
     assert photos.corrupt.tasks == ["mask", "shuffle", "sr", "noise", "gray"]
 

@@ -19,7 +19,7 @@ from enfold.data import (
     CorruptedDataset,
     DigitsSource,
     FolderSource,
-    PhotosSource,
+    BundledPhotosSource,
     StreamSampler,
     build_eval_loader,
     build_source,
@@ -82,22 +82,22 @@ def test_digits_split_shapes_labels():
 
 def test_photos_split_and_fixed_heldout():
     assert set(TRAIN_PHOTOS).isdisjoint(HELDOUT_PHOTOS) and len(HELDOUT_PHOTOS) >= 2
-    train = PhotosSource("train", 32, 3, crops=8)
-    held = PhotosSource("heldout", 32, 3, crops=6)
+    train = BundledPhotosSource("train", 32, 3, crops=8)
+    held = BundledPhotosSource("heldout", 32, 3, crops=6)
     assert set(train.photo_names).isdisjoint(held.photo_names)
     assert len(train) == 8 and len(held) == 6
     a = torch.stack([held[i] for i in range(6)])
     # A second construction (even with other crop settings) gives the same held-out crops.
-    other = PhotosSource("heldout", 32, 3, crops=6, crop_scale_min=0.9)
+    other = BundledPhotosSource("heldout", 32, 3, crops=6, crop_scale_min=0.9)
     b = torch.stack([other[i] for i in range(6)])
     assert a.shape == (6, 3, 32, 32) and torch.equal(a, b)
     assert 0.0 <= a.min() and a.max() <= 1.0
     assert not torch.equal(a[0], a[1])  # different indices, different crops
-    assert PhotosSource("heldout", 24, 1, crops=2)[0].shape == (1, 24, 24)
+    assert BundledPhotosSource("heldout", 24, 1, crops=2)[0].shape == (1, 24, 24)
 
 
 def test_photo_augmentation_uses_only_the_generator():
-    src = PhotosSource("train", 32, 3, crops=4)
+    src = BundledPhotosSource("train", 32, 3, crops=4)
     torch.manual_seed(0)
     x1 = src.image(2, torch.Generator().manual_seed(7))
     torch.manual_seed(99)  # the global RNG must not matter
@@ -180,8 +180,8 @@ def test_folder_errors_name_the_folder(tmp_path: Path):
 def test_build_source_forms(tmp_path: Path):
     model, data = ModelConfig(img_size=16, in_chans=3), DataConfig(crops_per_epoch=5)
     assert len(build_source("digits", "heldout", model, data)) == 360
-    assert len(build_source("photos", "train", model, data)) == 5
-    assert len(build_source("photos", "heldout", model, data, heldout_count=3)) == 3
+    assert len(build_source("photos:bundled", "train", model, data)) == 5
+    assert len(build_source("photos:bundled", "heldout", model, data, heldout_count=3)) == 3
     _png(tmp_path / "one.png", (9, 9, 9))
     _png(tmp_path / "two.png", (9, 9, 9))
     assert len(build_source(f"folder:{tmp_path}", "train", model, data)) >= 1
@@ -221,7 +221,7 @@ def test_sampler_stream_crosses_epochs_and_resumes():
 
 def test_corrupted_dataset_deterministic_and_normalised():
     mean, std = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
-    src = PhotosSource("train", 16, 3, crops=4)
+    src = BundledPhotosSource("train", 16, 3, crops=4)
     ds = CorruptedDataset(src, identity, mean, std, seed=0, augment=True)
     c1, k1, w1 = ds[(2, 1)]
     c2, k2, w2 = ds[(2, 1)]
