@@ -8,7 +8,7 @@ import json
 import pytest
 import timm
 import torch
-from tiny_runs import train_tiny
+from tiny_runs import shared_tiny
 
 from enfold.errors import EnfoldError
 from enfold.export.export import export_artifact
@@ -18,7 +18,7 @@ from enfold.export.validate import heldout_inputs
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("timm"))
+    return shared_tiny(tmp_path_factory)["runs"]
 
 
 @pytest.fixture(autouse=True)

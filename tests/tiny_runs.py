@@ -1,13 +1,17 @@
-"""Tiny pretrain and finetune runs, trained in-process, for the ecosystem tests (OIP, Triton
-repository, timm weights): seconds on 2 CPU cores, real checkpoints and metrics."""
+"""Tiny pretrain and finetune runs and their exports, made once per test session for the
+ecosystem tests (Open Inference Protocol, Triton repository, timm weights): real checkpoints,
+metrics and artifacts in seconds on 2 CPU cores."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from conftest import DIGITS_TINY, ROOT, TINY
 
 FINETUNE_TINY = ROOT / "configs" / "finetune" / "digits-tiny.yaml"
+BATCH = "1:4:16"  # the exports' batch range (max_batch_size 16 in Triton)
+_SHARED: dict[str, Any] = {}
 
 
 def train_tiny(root: Path, steps: int = 10) -> dict[str, Path]:
@@ -20,3 +24,26 @@ def train_tiny(root: Path, steps: int = 10) -> dict[str, Path]:
     pre = run_pretrain(load_config(DIGITS_TINY, extra), root / "pre")
     ft = run_finetune(load_config(FINETUNE_TINY, extra), root / "ft", pretrained=pre)
     return {"pretrain": Path(pre), "finetune": Path(ft)}
+
+
+def shared_tiny(tmp_path_factory) -> dict[str, Any]:
+    """The tiny runs plus unvalidated exports, made on first use and shared by later tests:
+    ``{"runs": {...}, "artifacts": {"classifier": .onnx, ..., "classifier-ts": .ts, ...},
+    "root": folder}``."""
+    if not _SHARED:
+        from enfold.export.export import export_artifact
+
+        root = tmp_path_factory.mktemp("tiny-shared")
+        runs = train_tiny(root)
+        arts = {}
+        for stage, target in [("finetune", "classifier"), ("pretrain", "restorer"),
+                              ("pretrain", "energy"), ("pretrain", "encoder")]:
+            arts[target] = Path(export_artifact(str(runs[stage]), target, "onnx",
+                                                root / "exports", batch=BATCH,
+                                                validate=False)["artifact"])
+        for stage, target in [("finetune", "classifier"), ("pretrain", "restorer")]:
+            arts[f"{target}-ts"] = Path(export_artifact(
+                str(runs[stage]), target, "torchscript", root / "exports-ts", batch=BATCH,
+                validate=False)["artifact"])
+        _SHARED.update(runs=runs, artifacts=arts, root=root)
+    return _SHARED

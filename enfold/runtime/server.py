@@ -29,6 +29,7 @@ from enfold.runtime.batching import MicroBatcher
 from enfold.runtime.budget import DEFAULT_BUDGET, WorkBudget
 from enfold.runtime.guard import RequestGuard
 from enfold.runtime.images import decode_image, decode_view, encode_png
+from enfold.runtime.oip import oip_router
 from enfold.runtime.restore import assemble, corrupt_tiles, task_corruption
 from enfold.runtime.session import TARGET_METHODS, InferenceSession, load
 from enfold.runtime.upload_limit import UploadLimit, too_large_message
@@ -120,15 +121,18 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
                 for endpoint, target in ENDPOINT_TARGETS.items() if target in session.targets}
     meta = session.metadata
     size = session.img_size
+    # the Open Inference Protocol (/v2/...) beside the endpoints below: runtime/oip.py
+    oip, oip_batchers = oip_router(session, max_batch, max_wait_ms)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         yield
-        for batcher in batchers.values():
+        for batcher in [*batchers.values(), *oip_batchers]:
             await batcher.stop()
 
     app = fastapi.FastAPI(title="enfold", lifespan=lifespan,
                           description=f"enfold serve: {session.describe()}")
+    app.include_router(oip)
     app.add_middleware(UploadLimit, max_upload_bytes=max_upload_bytes)
     app.add_middleware(RequestGuard, timeout_s=request_timeout_s)  # outermost: wraps the rest
     decode_slots = asyncio.Semaphore(DECODE_SLOTS)
