@@ -351,3 +351,74 @@ def test_sigterm_stops_a_busy_server_within_seconds(servers):
     took = asyncio.run(busy_then_term())
     assert proc.poll() is not None, "the server is still running 30 s after SIGTERM"
     assert took < 6.0, took
+
+
+# ----------------------------------------------------------------------------- deadline
+
+
+class _SlowSession:
+    """Just enough of an InferenceSession for create_app; its model takes a second."""
+
+    metadata = {"img_size": 8, "in_chans": 3, "mean": [0.5] * 3, "std": [0.5] * 3}
+    targets = ["energy"]
+    in_chans, img_size = 3, 8
+
+    def describe(self) -> str:
+        return "slow (cpu) serving energy"
+
+    def energy(self, images: torch.Tensor) -> torch.Tensor:
+        time.sleep(1.0)
+        return torch.zeros(images.shape[0])
+
+
+def test_a_request_past_its_deadline_gets_504_at_the_deadline():
+    from enfold.runtime.server import create_app
+
+    app = create_app(_SlowSession(), request_timeout_s=0.3)  # type: ignore[arg-type]
+
+    async def scenario():
+        transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await timed(client.post("/v1/energy", files={"file": ("n.png", NORMAL)}))
+
+    r, took = asyncio.run(scenario())
+    assert r.status_code == 504 and "--request-timeout" in r.json()["detail"]
+    assert took < 0.9, took
+
+
+def test_a_request_whose_client_disconnects_is_cancelled_in_process():
+    """The ASGI app sees the body, then the disconnect: it returns long before the 1 s model
+    call would, and sends no response."""
+    from enfold.runtime.server import create_app
+
+    app = create_app(_SlowSession())  # type: ignore[arg-type]
+    request = httpx.Request("POST", "http://test/v1/energy",
+                            files={"file": ("n.png", NORMAL)})
+    body = request.read()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/energy", "raw_path": b"/v1/energy",
+             "query_string": b"", "root_path": "", "server": ("test", 80),
+             "client": ("127.0.0.1", 1234),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]}
+    sent: list[dict] = []
+    calls = 0
+
+    async def receive() -> dict:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(0.2)  # the client hangs up while the model runs
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def scenario() -> float:
+        start = time.perf_counter()
+        await asyncio.wait_for(app(scope, receive, send), 5)
+        return time.perf_counter() - start
+
+    took = asyncio.run(scenario())
+    assert took < 0.8, took
+    assert not any(m["type"] == "http.response.start" for m in sent), sent
