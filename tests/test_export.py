@@ -163,3 +163,24 @@ def test_validate_cli_fails_beyond_tolerance(checkpoints, tmp_path):
     bad = run_cli("validate", str(tmp_path / "energy.onnx"), "--checkpoint",
                   checkpoints["pretrain"], "--tolerance", "1e-12", check=False)
     assert bad.returncode == 2 and "differs from PyTorch" in bad.stderr
+
+
+def test_validation_runs_the_artifact_through_the_runtime_session(checkpoints, tmp_path,
+                                                                  monkeypatch):
+    """Validation opens the artifact with the session enfold.runtime.load uses, so a bug in
+    that session's pre-processing (here: normalisation forgotten) fails validation."""
+    import numpy as np
+
+    from enfold.artifact.session import InferenceSession
+    from enfold.export.validate import validate_artifact
+
+    ckpt = checkpoints["finetune"]
+    artifact = export_artifact(ckpt, "classifier", "onnx", tmp_path, validate=False)["artifact"]
+    assert validate_artifact(artifact, ckpt, batches=(1, 3))["passed"]
+
+    def forgets_to_normalise(self, images):
+        return np.ascontiguousarray(np.asarray(images), dtype=np.float32)
+
+    monkeypatch.setattr(InferenceSession, "_check", forgets_to_normalise)
+    with pytest.raises(ValidationError, match="differs from PyTorch"):
+        validate_artifact(artifact, ckpt, batches=(1, 3))

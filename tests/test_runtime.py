@@ -226,7 +226,7 @@ def test_cuda_backends_agree_with_the_cpu(exported):
         out = load(exported["art"] / "restorer-k2.onnx", backend=backend,
                    device="cuda").restore(x)
         assert torch.allclose(out, ref, atol=1e-3), backend
-    from enfold.runtime.backends import ort_providers_available
+    from enfold.artifact.ort import ort_providers_available
 
     if "cuda" in ort_providers_available():
         session = load(exported["art"] / "restorer-k2.onnx", backend="onnxruntime",

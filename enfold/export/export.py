@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from enfold.artifact.formats import FORMATS as ARTIFACT_FORMATS
+from enfold.artifact.formats import SUFFIX
 from enfold.errors import EnfoldError
 from enfold.export.graphs import build_spec
 
 # safetensors: the encoder as timm weights (export/timm_weights.py), not a runnable artifact
-FORMATS = ("torchscript", "onnx", "tensorrt", "safetensors")
-SUFFIX = {"torchscript": ".ts", "onnx": ".onnx", "tensorrt": ".engine"}
+FORMATS = (*ARTIFACT_FORMATS, "safetensors")
 
 
 def parse_batch(text: str) -> tuple[int, int, int]:
@@ -63,7 +64,7 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
         raise EnfoldError("TorchScript artifacts are fp32; use --format onnx or tensorrt for fp16")
     lo, opt, hi = parse_batch(batch)
     if fmt == "tensorrt":  # fail fast, before any tracing, when TensorRT cannot run here
-        from enfold.export.tensorrt_build import import_tensorrt, require_gpu
+        from enfold.artifact.tensorrt_engine import import_tensorrt, require_gpu
 
         import_tensorrt()
         require_gpu()
@@ -75,7 +76,8 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
 
         export_torchscript(spec, path, batch=opt)
     else:
-        from enfold.export.onnx_export import export_onnx, write_sidecar
+        from enfold.artifact.sidecar import write_sidecar
+        from enfold.export.onnx_export import export_onnx
 
         onnx_path = path.with_suffix(".onnx")
         export_onnx(spec, onnx_path, precision)

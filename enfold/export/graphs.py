@@ -1,5 +1,6 @@
 """The exportable graphs: what each ``--target`` computes, as a module of plain tensor ops.
 
+What each target computes in eager PyTorch is ``enfold.artifact.targets``; this module traces it.
 The restorer is the interesting one: ``K`` unrolled steps, each an energy forward and its input
 gradient, traced by ``make_fx`` into a flat graph of aten ops (backward included) with the learned
 step sizes baked in. Nothing in it needs autograd at run time.
@@ -15,9 +16,8 @@ from torch import nn
 from torch._decomp import core_aten_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from enfold.artifact.targets import TargetModule, torch_target
 from enfold.errors import EnfoldError
-
-TARGETS = ("classifier", "encoder", "energy", "restorer")
 
 
 @dataclass
@@ -30,24 +30,6 @@ class ExportSpec:
     img_size: int
     in_chans: int
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-class _Call(nn.Module):
-    """Wrap a callable (or a traced GraphModule) as a module with ``forward(x)``.
-
-    ``owner`` (the model the callable belongs to) is registered so its weights travel with the
-    module; they are frozen, as deployment graphs take no gradient with respect to them.
-    """
-
-    def __init__(self, fn: Any, owner: nn.Module | None = None):
-        super().__init__()
-        self.fn = fn
-        if owner is not None:
-            self.owner = owner.eval().requires_grad_(False)
-        self.eval()  # exporters check the wrapper's own mode too
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
 
 
 def trace_batch(avoid: set[int]) -> int:
@@ -80,7 +62,7 @@ def unrolled_restorer(model, steps: int) -> nn.Module:
 
     graph = make_fx(restore, decomposition_table=core_aten_decompositions(),
                     tracing_mode="symbolic", _allow_non_fake_inputs=True)(x)
-    return _Call(follow_input_device(graph))
+    return TargetModule(follow_input_device(graph))
 
 
 # Factory ops the input-gradient graph creates (zeros for slice/select backward), and the
@@ -122,65 +104,11 @@ def build_spec(checkpoint: str, target: str, steps: int | None = None,
                task: str | None = None, trace: bool = True) -> ExportSpec:
     """Rebuild the model of ``checkpoint`` and the graph for ``target``.
 
-    ``trace=False`` skips tracing the restorer graph (validation needs only the reference).
+    ``trace=False`` skips tracing the restorer graph (when only the eager module is needed).
     """
-    from enfold.config import config_from_checkpoint, to_dict
-    from enfold.corrupt import available
-    from enfold.model import build_energy_model
-    from enfold.pipeline.checkpoint import file_sha256, library_versions, load_checkpoint
-    from enfold.pipeline.finetune import load_classifier
-
-    if target not in TARGETS:
-        raise EnfoldError(f"unknown --target {target!r}; choose one of {', '.join(TARGETS)}")
-    state = load_checkpoint(checkpoint)
-    stage = state.get("stage")
-    cfg = config_from_checkpoint(state["config"])
-    versions = library_versions()
-    meta: dict[str, Any] = {
-        "target": target, "img_size": cfg.model.img_size, "in_chans": cfg.model.in_chans,
-        "mean": cfg.data.mean, "std": cfg.data.std, "arch": cfg.model.arch,
-        "enfold_version": versions.get("enfold"), "torch_version": versions.get("torch"),
-        "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
-        "checkpoint_stage": stage, "patch_size": cfg.model.patch_size,
-        # how image files become model inputs, for every runtime backend alike
-        "preprocess": "centre square crop, bilinear resize (antialiased) to img_size, "
-                      "then (x - mean) / std",
-        # the pretext tasks, so `enfold restore` corrupts files exactly as training did
-        "tasks": list(cfg.corrupt.tasks),
-        "corrupt": {name: to_dict(getattr(cfg.corrupt, name)) for name in available()},
-    }
-    if target == "classifier":
-        if stage != "finetune":
-            raise EnfoldError(f"--target classifier needs a finetune checkpoint; {checkpoint} "
-                              f"is a '{stage}' checkpoint (run `enfold finetune` first)")
-        net, _, classes = load_classifier(checkpoint)
-        meta["class_names"] = classes
-        return ExportSpec(target, _Call(net, net), net, cfg.model.img_size, cfg.model.in_chans,
-                          meta)
-    if target == "encoder" and stage == "finetune":
-        net, _, classes = load_classifier(checkpoint)
-        return ExportSpec(target, _Call(net.features, net), net.features, cfg.model.img_size,
-                          cfg.model.in_chans, meta)
-    if stage != "pretrain":
-        raise EnfoldError(f"--target {target} needs a pretrain checkpoint; {checkpoint} is a "
-                          f"'{stage}' checkpoint")
-    model = build_energy_model(cfg)
-    model.load_state_dict(state["model"])
-    model.eval()
-    if target == "encoder":
-        return ExportSpec(target, _Call(model.pooled_features, model), model.pooled_features,
-                          cfg.model.img_size, cfg.model.in_chans, meta)
-    if target == "energy":
-        return ExportSpec(target, _Call(model.energy, model), model.energy, cfg.model.img_size,
-                          cfg.model.in_chans, meta)
-    steps = steps or model.num_steps
-    if steps < 1:
-        raise EnfoldError(f"--steps must be at least 1, got {steps}")
-    task = task or cfg.corrupt.tasks[0]
-    if task not in cfg.corrupt.tasks:
-        raise EnfoldError(f"--task {task!r}: this model was trained on {cfg.corrupt.tasks}")
-    meta.update(steps=steps, trained_steps=model.num_steps, task=task,
-                step_sizes=[float(a) for a in model.step_sizes(steps).detach()])
-    graph = unrolled_restorer(model, steps) if trace else _Call(model.restore, model)
-    return ExportSpec(target, graph, lambda x: model.restore(x, steps), cfg.model.img_size,
-                      cfg.model.in_chans, meta)
+    eager = torch_target(checkpoint, target, steps, task)
+    module = eager.module
+    if target == "restorer" and trace:
+        module = unrolled_restorer(eager.model, eager.metadata["steps"])
+    return ExportSpec(target, module, eager.module, eager.img_size, eager.in_chans,
+                      eager.metadata)

@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from enfold.artifact.formats import FORMATS as ARTIFACT_FORMATS
 from enfold.errors import EnfoldError
 
 CARD_NAME = "README.md"
 MARKER = "<!-- written by enfold export: every export into this folder rewrites this file -->"
 VALIDATION_SUFFIX = ".validation.json"
 # Sidecar formats of runnable artifacts, and the timm weights' files (timm_weights.py).
-ARTIFACT_FORMATS = ("onnx", "torchscript", "tensorrt")
 TIMM_WEIGHTS, TIMM_CONFIG = "model.safetensors", "config.json"
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from enfold.artifact.sidecar import write_sidecar
 from enfold.errors import EnfoldError
 from enfold.export.graphs import ExportSpec, trace_batch
 
@@ -65,18 +66,3 @@ def set_metadata(model, meta: dict[str, Any]) -> None:
     for key, value in meta.items():
         prop = model.metadata_props.add()
         prop.key, prop.value = key, json.dumps(value)
-
-
-def write_sidecar(artifact: Path, meta: dict[str, Any]) -> Path:
-    """``<artifact>.json`` beside the artifact: the metadata every backend reads."""
-    side = artifact.with_name(artifact.name + ".json")
-    side.write_text(json.dumps(meta, indent=2))
-    return side
-
-
-def read_sidecar(artifact: str | Path) -> dict[str, Any]:
-    side = Path(str(artifact) + ".json")
-    if not side.is_file():
-        raise EnfoldError(f"{side} not found: enfold artifacts travel with a JSON sidecar; "
-                          "re-export with `enfold export`")
-    return json.loads(side.read_text())

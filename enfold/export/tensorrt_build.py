@@ -2,7 +2,8 @@
 
 TensorRT 11 builds strongly typed networks only: an fp16 engine comes from the mixed-precision
 ONNX model (``--precision fp16``). TensorRT 10 still has weak typing and the FP16 builder flag.
-Both paths are here; ``tensorrt`` is imported only inside these functions.
+Both paths are here; ``tensorrt`` is imported only inside these functions. Running an engine
+is ``enfold.artifact.tensorrt_engine``.
 """
 
 from __future__ import annotations
@@ -10,29 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from enfold.artifact.tensorrt_engine import import_tensorrt, require_gpu
 from enfold.errors import EnfoldError
-
-INSTALL_HINT = (
-    "TensorRT is not installed. On a machine with an NVIDIA GPU: pip install 'enfold[tensorrt]' "
-    "(the tensorrt wheel comes from NVIDIA's package index), or use JetPack's TensorRT on Jetson."
-)
-
-
-def import_tensorrt():
-    """The ``tensorrt`` module, or a clear error naming what to install."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise EnfoldError(INSTALL_HINT) from exc
-    return trt
-
-
-def require_gpu() -> None:
-    import torch
-
-    if not torch.cuda.is_available():
-        raise EnfoldError("building a TensorRT engine needs an NVIDIA GPU, and none is visible "
-                          "(torch.cuda.is_available() is False)")
 
 
 def major_version(trt: Any) -> int:
@@ -81,39 +61,3 @@ def build_engine(onnx_path: Path, engine_path: Path, batch: tuple[int, int, int]
     if cache is not None and timing_cache is not None:
         timing_cache.write_bytes(bytes(cache.serialize()))
     return engine_path
-
-
-class TensorRTRunner:
-    """Run a serialized engine on torch CUDA tensors (device buffers, one CUDA stream)."""
-
-    def __init__(self, engine_path: Path):
-        trt = import_tensorrt()
-        require_gpu()
-        import torch
-
-        self.torch = torch
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
-        if self.engine is None:
-            raise EnfoldError(f"{engine_path} is not a TensorRT engine for this TensorRT version "
-                              "and GPU; rebuild it on this machine")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        mode = trt.TensorIOMode.INPUT
-        self.input = next(n for n in names if self.engine.get_tensor_mode(n) == mode)
-        self.output = next(n for n in names if self.engine.get_tensor_mode(n) != mode)
-        self.stream = torch.cuda.Stream()
-
-    def __call__(self, x):
-        torch = self.torch
-        x = x.to("cuda", torch.float32).contiguous()
-        self.context.set_input_shape(self.input, tuple(x.shape))
-        out = torch.empty(tuple(self.context.get_tensor_shape(self.output)), device="cuda",
-                          dtype=torch.float32)
-        self.context.set_tensor_address(self.input, x.data_ptr())
-        self.context.set_tensor_address(self.output, out.data_ptr())
-        with torch.cuda.stream(self.stream):
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise EnfoldError("TensorRT execution failed")
-        self.stream.synchronize()
-        return out

@@ -48,7 +48,7 @@ def encoder_state(checkpoint: str) -> tuple[dict[str, torch.Tensor], Any, str]:
     elif stage == "finetune":
         from timm.models.vision_transformer import VisionTransformer
 
-        from enfold.pipeline.finetune import load_classifier
+        from enfold.pipeline.load import load_classifier
 
         net, _, _ = load_classifier(checkpoint)
         # full fine-tuning holds the ViT as ``vit``, the linear probe as ``backbone.vit``

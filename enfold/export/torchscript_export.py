@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
+from enfold.artifact.sidecar import write_sidecar
 from enfold.export.graphs import ExportSpec
-from enfold.export.onnx_export import write_sidecar
 
 
 def export_torchscript(spec: ExportSpec, path: Path, batch: int) -> Path:

@@ -1,5 +1,8 @@
 """Validation of an exported artifact against PyTorch on held-out real images.
 
+The artifact runs through the same session as ``enfold.runtime.load`` (normalisation, batch
+padding, the backend's runner); the reference is the torch runner on the checkpoint.
+
 Reports max and mean absolute error and, for restorers, the PSNR between the two outputs and
 each one's PSNR against the clean image on the corrupted region. Fails beyond the tolerance of
 the artifact's precision. ONNX files also pass ``onnx.checker`` (full check) and an allow-list of
@@ -13,9 +16,11 @@ from typing import Any
 
 import torch
 
+from enfold.artifact.formats import FORMAT_BACKEND
+from enfold.artifact.runners import TorchBackend
+from enfold.artifact.session import open_artifact
+from enfold.artifact.sidecar import read_sidecar
 from enfold.errors import EnfoldError
-from enfold.export.graphs import build_spec
-from enfold.export.onnx_export import read_sidecar
 
 # max |artifact - pytorch| allowed, by precision (outputs: logits, features, energy, image).
 # fp32 is absolute; fp16 is relative to the output's scale, max(1, max |pytorch output|),
@@ -54,61 +59,40 @@ def check_onnx_graph(path: Path) -> dict[str, Any]:
     return {"onnx_ops": ops, "onnx_nodes": len(model.graph.node)}
 
 
-def load_runner(artifact: Path, meta: dict[str, Any], device: str = "cpu"):
-    """A callable ``(B, C, H, W) float32 tensor -> output tensor`` for the artifact."""
-    fmt = meta.get("format")
-    if fmt == "onnx":
-        import numpy as np
-
-        from enfold.export.ort import make_session
-
-        session = make_session(artifact, device)
-        name = session.get_inputs()[0].name
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            out = session.run(None, {name: x.numpy().astype(np.float32)})[0]
-            return torch.from_numpy(out).float()
-
-        return run
-    if fmt == "torchscript":
-        module = torch.jit.load(str(artifact), map_location="cpu")
-        return lambda x: module(x).float()
-    if fmt == "tensorrt":
-        from enfold.export.tensorrt_build import TensorRTRunner
-
-        runner = TensorRTRunner(artifact)
-        return lambda x: runner(x).float().cpu()
-    raise EnfoldError(f"{artifact}: unknown artifact format {fmt!r} in its sidecar")
-
-
-def heldout_inputs(checkpoint: str, meta: dict[str, Any], count: int):
-    """Held-out images of the checkpoint's data: ``(inputs, clean, weight)``, normalised."""
+def heldout_pixels(checkpoint: str, meta: dict[str, Any], count: int):
+    """Held-out images of the checkpoint's data in pixel space [0, 1]: ``(inputs, clean,
+    weight)``, the inputs corrupted with the restorer's task, and the config."""
     from enfold.config import config_from_checkpoint
-    from enfold.corrupt import CorruptionContext, build_one
-    from enfold.data import CorruptedDataset, build_source
+    from enfold.corrupt import CorruptionContext, build_one, corrupt_batch
+    from enfold.data import build_source
     from enfold.pipeline.checkpoint import load_checkpoint
 
     cfg = config_from_checkpoint(load_checkpoint(checkpoint)["config"])
     source = build_source(cfg.data.source, "heldout", cfg.model, cfg.data, heldout_count=count)
-    count = min(count, len(source))
-    if meta["target"] == "restorer":
-        task = meta["task"]
-        corruption = build_one(task, getattr(cfg.corrupt, task, None),
-                               CorruptionContext.from_config(cfg))
-    else:
-        def corruption(img, generator):
-            return img, img, torch.ones(1, *img.shape[1:])
-    data = CorruptedDataset(source, corruption, cfg.data.mean, cfg.data.std,
-                            seed=cfg.eval.seed, augment=False)
-    items = [data[i] for i in range(count)]
-    return tuple(torch.stack(t) for t in zip(*items, strict=True)), cfg
+    images = torch.stack([source.image(i) for i in range(min(count, len(source)))]).float()
+    if meta["target"] != "restorer":
+        return (images, images, torch.ones(images.shape[0], 1, *images.shape[2:])), cfg
+    task = meta["task"]
+    corruption = build_one(task, getattr(cfg.corrupt, task, None),
+                           CorruptionContext.from_config(cfg))
+    return corrupt_batch(corruption, images, cfg.eval.seed), cfg
+
+
+def heldout_inputs(checkpoint: str, meta: dict[str, Any], count: int):
+    """Held-out images of the checkpoint's data: ``(inputs, clean, weight)``, normalised."""
+    from enfold.data import normalize
+
+    (inputs, clean, weight), cfg = heldout_pixels(checkpoint, meta, count)
+    return (normalize(inputs, cfg.data.mean, cfg.data.std),
+            normalize(clean, cfg.data.mean, cfg.data.std), weight), cfg
 
 
 def validate_artifact(artifact: str | Path, checkpoint: str, batches: tuple[int, ...] = (1, 3, 8),
                       count: int = 64, tolerance: float | None = None,
                       device: str = "cpu") -> dict[str, Any]:
-    """Compare ``artifact`` with PyTorch; raise :class:`ValidationError` beyond tolerance."""
-    from enfold.data import denormalize
+    """Compare ``artifact``, run as ``enfold.runtime.load`` runs it, with PyTorch eager on the
+    checkpoint; raise :class:`ValidationError` beyond tolerance."""
+    from enfold.data import denormalize, normalize
     from enfold.pipeline.restoration_eval import region_psnr
 
     artifact = Path(artifact)
@@ -117,12 +101,18 @@ def validate_artifact(artifact: str | Path, checkpoint: str, batches: tuple[int,
                               "format": meta["format"], "precision": meta["precision"]}
     if meta["format"] == "onnx":
         report.update(check_onnx_graph(artifact))
-    spec = build_spec(checkpoint, meta["target"], steps=meta.get("steps"), task=meta.get("task"),
-                      trace=False)
-    (inputs, clean, weight), cfg = heldout_inputs(checkpoint, meta, count)
-    run = load_runner(artifact, meta, device)
-    if "fixed_batch" in meta:  # a traced restorer runs at its traced batch size only
-        batches = (meta["fixed_batch"],)
+    target = meta["target"]
+    # The artifact runs in the session users get from enfold.runtime.load (its normalisation,
+    # batch cutting and padding); PyTorch sees the same pixels normalised by the data pipeline.
+    session = open_artifact(artifact, FORMAT_BACKEND[meta["format"]], device)
+    reference = TorchBackend(checkpoint, target, "cpu", steps=meta.get("steps"),
+                             task=meta.get("task"))
+    (pixels, clean, weight), cfg = heldout_pixels(checkpoint, meta, count)
+    inputs = normalize(pixels, cfg.data.mean, cfg.data.std)
+
+    def run(start: int, stop: int) -> torch.Tensor:
+        return torch.from_numpy(session.raw(target, pixels[start:stop])).float()
+
     outs, refs = [], []
     step = max(batches)
     if step > inputs.shape[0]:
@@ -131,12 +121,11 @@ def validate_artifact(artifact: str | Path, checkpoint: str, batches: tuple[int,
     per_batch = {}
     with torch.no_grad():
         for b in batches:  # each requested batch size on its own
-            out, ref = run(inputs[:b]), spec.reference(inputs[:b]).float()
+            out, ref = run(0, b), reference(inputs[:b]).float()
             per_batch[str(b)] = float((out - ref).abs().max())
         for start in range(0, usable, step):  # the whole held-out set at the largest batch
-            x = inputs[start:start + step]
-            outs.append(run(x))
-            refs.append(spec.reference(x).float())
+            outs.append(run(start, start + step))
+            refs.append(reference(inputs[start:start + step]).float())
     out, ref = torch.cat(outs), torch.cat(refs)
     err = (out - ref).abs()
     report.update(images=int(out.shape[0]), batches=list(batches), max_abs_by_batch=per_batch,
@@ -146,8 +135,8 @@ def validate_artifact(artifact: str | Path, checkpoint: str, batches: tuple[int,
     if meta["target"] == "restorer":
         x0 = inputs[:usable]
         update_err = ((out - x0) - (ref - x0)).abs().max()
-        pix = [denormalize(t, cfg.data.mean, cfg.data.std) for t in (out, ref, clean[:usable],
-                                                                     x0)]
+        pix = [denormalize(t, cfg.data.mean, cfg.data.std) for t in (out, ref)]
+        pix += [clean[:usable], pixels[:usable]]
         w = weight[:usable]
         full = torch.ones_like(w)
         report.update(

@@ -19,16 +19,10 @@ from torch import nn
 from enfold.config import Config, save_config
 from enfold.data import LabeledDataset, build_source, build_train_loader, select_per_class
 from enfold.errors import EnfoldError
-from enfold.model.classifier import (
-    LinearProbe,
-    ViTClassifier,
-    load_backbone_weights,
-    vit_state_from_pretrain,
-)
-from enfold.pipeline.checkpoint import load_checkpoint
 from enfold.pipeline.classification_eval import classification_metrics, predict, report
 from enfold.pipeline.distributed import DistInfo, init_distributed, shutdown
 from enfold.pipeline.knn import extract_features, knn_scores
+from enfold.pipeline.load import build_classifier, load_classifier
 from enfold.pipeline.progress import MetricsLog
 from enfold.pipeline.trainer import StageParts, fit, param_groups
 
@@ -52,25 +46,6 @@ class SupervisedObjective(nn.Module):
         else:
             loss = F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
         return loss, {}
-
-
-def load_pretrained_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The ViT weights of a pretrain checkpoint (or of a finetune checkpoint's backbone)."""
-    state = load_checkpoint(path)
-    if state.get("stage") != "pretrain":
-        raise EnfoldError(f"--pretrained {path} is a '{state.get('stage')}' checkpoint; pass the "
-                          "checkpoint-last.pt of an `enfold pretrain` run")
-    return vit_state_from_pretrain(state["model"])
-
-
-def build_network(cfg: Config, num_classes: int, pretrained: str | Path | None) -> nn.Module:
-    """The classifier of the configured mode, with pretrained weights when given."""
-    classifier = ViTClassifier(cfg.model, num_classes)
-    if pretrained is not None:
-        load_backbone_weights(classifier.vit, load_pretrained_state(pretrained), str(pretrained))
-    if cfg.finetune.mode == "linear":
-        return LinearProbe(classifier, num_classes)
-    return classifier
 
 
 def labelled_sets(cfg: Config) -> tuple[LabeledDataset, LabeledDataset]:
@@ -121,7 +96,7 @@ def build_finetune_parts(cfg: Config, out_dir: Path, dist: DistInfo,
     torch.manual_seed(cfg.train.seed)
     train, heldout = labelled_sets(cfg)
     classes = train.classes
-    objective = SupervisedObjective(build_network(cfg, len(classes), pretrained),
+    objective = SupervisedObjective(build_classifier(cfg, len(classes), pretrained),
                                     cfg.finetune.label_smoothing)
     groups = None
     if cfg.finetune.mode == "full" and cfg.finetune.layer_decay < 1.0:
@@ -151,7 +126,7 @@ def run_knn(cfg: Config, out_dir: Path, pretrained: str | Path | None,
             device: torch.device) -> dict[str, Any]:
     """kNN accuracy of frozen features: index the labelled training set, classify held-out."""
     train, heldout = labelled_sets(cfg)
-    net = build_network(cfg, len(train.classes), pretrained).to(device).eval()
+    net = build_classifier(cfg, len(train.classes), pretrained).to(device).eval()
     train_feats, train_labels = extract_features(net.features, train, device)
     test_feats, test_labels = extract_features(net.features, heldout, device)
     scores = knn_scores(train_feats, train_labels, test_feats, len(train.classes),
@@ -178,22 +153,6 @@ def run_finetune(cfg: Config, out_dir: str | Path, pretrained: str | Path | None
         return fit(cfg, parts, out_dir, dist, resume=resume)
     finally:
         shutdown(dist)
-
-
-def load_classifier(checkpoint: str | Path) -> tuple[nn.Module, Config, list[str]]:
-    """Rebuild a fine-tuned classifier (eval mode, CPU) with its config and class names."""
-    from enfold.config import config_from_checkpoint
-
-    state = load_checkpoint(checkpoint)
-    if state.get("stage") != "finetune":
-        raise EnfoldError(f"{checkpoint} is a '{state.get('stage')}' checkpoint; pass the "
-                          "checkpoint of an `enfold finetune` run")
-    cfg = config_from_checkpoint(state["config"])
-    classes = list(state["classes"])
-    objective = SupervisedObjective(build_network(cfg, len(classes), None), 0.0)
-    objective.load_state_dict(state["model"])
-    return objective.net.eval(), cfg, classes
-
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | None, out_dir: str | Path | None,

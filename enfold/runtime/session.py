@@ -5,268 +5,33 @@
     restored = session.restore(images)    # restorer artifacts and pretrain checkpoints
     energy = session.energy(images)       # energy artifacts and pretrain checkpoints
 
-Arrays go in and come out as pixels in [0, 1]; the session normalises with the artifact's own
-mean and std, so callers never see the model's input space. Outputs have the input's type
-(numpy in, numpy out; torch in, torch out).
+``load`` checks the request and picks the backend; the session itself (normalisation, batch
+sizes, the runners) is ``enfold.artifact.session``, which ``enfold validate`` runs too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
+from enfold.artifact.formats import BACKEND_FORMAT, BACKENDS, FORMAT_BACKEND, SUFFIX
+from enfold.artifact.ort import ORT_PROVIDERS
+from enfold.artifact.session import InferenceSession, checkpoint_session, open_artifact
+from enfold.artifact.sidecar import read_sidecar
+from enfold.artifact.targets import TARGET_METHODS
 from enfold.errors import EnfoldError
-from enfold.pipeline.checkpoint import file_sha256
-from enfold.runtime.backends import (
-    BACKENDS,
-    FORMAT_OF,
-    ORT_PROVIDERS,
-    SUFFIX_OF,
-    Backend,
-    OnnxRuntimeBackend,
-    TensorRTBackend,
-    TorchBackend,
-    TorchScriptBackend,
-    import_onnxruntime,
-)
 
-# Targets each checkpoint stage can serve with the torch backend.
-CHECKPOINT_TARGETS = {"pretrain": ("restorer", "energy", "encoder"),
-                      "finetune": ("classifier", "encoder")}
+__all__ = ["TARGET_METHODS", "InferenceSession", "default_device", "load"]
+
 # ``auto`` order, fastest first (enfold bench measures it: docs/deployment.md).
 AUTO_ORDER = {"cuda": ("tensorrt", "onnxruntime", "torchscript", "torch"),
               "cpu": ("onnxruntime", "torchscript", "torch")}
-EXPORT_HINT = "enfold export --checkpoint CKPT --target {target} --format {fmt} --out {out}"
-# Target -> the InferenceSession method that runs it (the server names its endpoints after these).
-TARGET_METHODS = {"classifier": "classify", "restorer": "restore", "energy": "energy",
-                  "encoder": "features"}
-
-Array = np.ndarray | torch.Tensor
-
-
-class InferenceSession:
-    """A loaded model: ``classify``, ``restore``, ``energy`` and ``features`` on pixel batches."""
-
-    def __init__(self, metadata: dict[str, Any], runners: dict[str, Backend]) -> None:
-        self.metadata = metadata
-        self.runners = runners
-        self.in_chans = int(metadata["in_chans"])
-        self.img_size = int(metadata["img_size"])
-        self.mean = list(metadata["mean"])[: self.in_chans]
-        self.std = list(metadata["std"])[: self.in_chans]
-
-    # -- what is loaded
-    @property
-    def targets(self) -> list[str]:
-        return list(self.runners)
-
-    @property
-    def backend(self) -> str:
-        return next(iter(self.runners.values())).name
-
-    def describe(self) -> str:
-        """e.g. ``onnxruntime (cpu, CPUExecutionProvider) serving restorer``."""
-        first = next(iter(self.runners.values()))
-        return f"{first.describe()} serving {', '.join(self.targets)}"
-
-    @property
-    def class_names(self) -> list[str]:
-        names = self.metadata.get("class_names")
-        if not names:
-            raise EnfoldError("this model has no class names: classify needs a fine-tuned "
-                              "classifier (enfold finetune, then export --target classifier)")
-        return list(names)
-
-    # -- the API
-    def classify(self, images: Array) -> Array:
-        """Class probabilities ``(B, num_classes)`` (softmax of the logits)."""
-        logits = self._run("classifier", self._check(images))
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return _like(shifted / shifted.sum(axis=1, keepdims=True), images)
-
-    def restore(self, images: Array) -> Array:
-        """Restored pixels ``(B, C, H, W)`` in [0, 1]: K steps down the energy."""
-        out = self._run("restorer", self._check(images))
-        return _like(np.clip(out * self._std + self._mean, 0.0, 1.0), images)
-
-    def energy(self, images: Array) -> Array:
-        """Energy per image ``(B,)``: low for images like the training data."""
-        return _like(self._run("energy", self._check(images)).reshape(-1), images)
-
-    def features(self, images: Array) -> Array:
-        """Pooled encoder features ``(B, D)``."""
-        return _like(self._run("encoder", self._check(images)), images)
-
-    def top_k(self, probs: Array, k: int = 5) -> list[list[tuple[str, float]]]:
-        """``[(label, probability), ...]`` best first, for each row of ``classify``'s output."""
-        p = probs.numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
-        names = self.class_names
-        order = np.argsort(-p, axis=1, kind="stable")[:, :k]
-        return [[(names[int(i)], float(row[i])) for i in idx] for row, idx in zip(p, order,
-                                                                                  strict=True)]
-
-    # -- internals
-    # Pre- and post-processing are numpy on purpose: a torch op here would wake PyTorch's
-    # OpenMP pool, whose spinning threads then take the cores from ONNX Runtime's own pool
-    # (measured: 2x slower ONNX Runtime calls on 2 cores).
-    @property
-    def _mean(self) -> np.ndarray:
-        return np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
-
-    @property
-    def _std(self) -> np.ndarray:
-        return np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
-
-    def _check(self, images: Array) -> np.ndarray:
-        """Pixels ``(B, C, H, W)`` float32 -> the normalised batch, or a clear error."""
-        if isinstance(images, np.ndarray):
-            if images.dtype != np.float32:
-                raise EnfoldError(
-                    f"images must be float32 pixels in [0, 1], got dtype {images.dtype}"
-                    + (" (divide uint8 images by 255)" if images.dtype == np.uint8 else ""))
-            x = images
-        elif isinstance(images, torch.Tensor):
-            if images.dtype != torch.float32:
-                raise EnfoldError(f"images must be float32 pixels in [0, 1], got {images.dtype}")
-            x = images.detach().cpu().numpy()
-        else:
-            raise EnfoldError(f"images must be a numpy array or torch tensor, got "
-                              f"{type(images).__name__} (image files: enfold.runtime.load_images)")
-        want = (self.in_chans, self.img_size, self.img_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != want or x.shape[0] == 0:
-            hint = " (add a batch axis: images[None])" if tuple(x.shape) == want else ""
-            raise EnfoldError(f"images must have shape (B, {want[0]}, {want[1]}, {want[2]}) with "
-                              f"B >= 1, got {tuple(x.shape)}{hint}")
-        return np.ascontiguousarray((x - self._mean) / self._std, dtype=np.float32)
-
-    def _run(self, target: str, x: np.ndarray) -> np.ndarray:
-        runner = self.runners.get(target)
-        if runner is None:
-            raise EnfoldError(
-                f"this model serves {', '.join(self.targets)}, not the {target}: "
-                + ("export it with " + EXPORT_HINT.format(target=target, fmt="onnx", out="DIR")
-                   if target != "classifier" else
-                   "fine-tune (enfold finetune) and export --target classifier"))
-        # Artifacts with a fixed batch (traced TorchScript restorers) or a batch profile
-        # (TensorRT engines) get chunks of an allowed size; padding rows are dropped.
-        if runner.fixed_batch:
-            chunk = lo = runner.fixed_batch
-        elif runner.batch_range:
-            lo, chunk = runner.batch_range
-        else:
-            lo, chunk = 1, x.shape[0]
-        outs = []
-        for start in range(0, x.shape[0], chunk):
-            part = x[start:start + chunk]
-            n = part.shape[0]
-            if n < lo:
-                part = np.concatenate([part, np.repeat(part[-1:], lo - n, axis=0)])
-            outs.append(runner(torch.from_numpy(part)).numpy()[:n])
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
-
-
-def _like(out: np.ndarray, like: Array) -> Array:
-    """numpy in, numpy out; torch in, torch out."""
-    out = np.ascontiguousarray(out, dtype=np.float32)
-    return torch.from_numpy(out) if isinstance(like, torch.Tensor) else out
 
 
 def default_device() -> str:
+    """``cuda`` when PyTorch sees a GPU, else ``cpu``."""
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _checkpoint_session(path: Path, backend: str, device: str) -> InferenceSession:
-    from enfold.pipeline.checkpoint import load_checkpoint
-
-    if backend not in ("auto", "torch"):
-        raise EnfoldError(f"{path} is a checkpoint, which only the torch backend runs; for "
-                          f"--backend {backend} export it first: "
-                          + EXPORT_HINT.format(target="restorer|classifier",
-                                               fmt=FORMAT_OF.get(backend, backend), out="DIR"))
-    stage = load_checkpoint(path).get("stage")
-    if stage not in CHECKPOINT_TARGETS:
-        raise EnfoldError(f"{path} is a '{stage}' checkpoint; serve a pretrain or finetune one")
-    runners: dict[str, Backend] = {}
-    meta: dict[str, Any] = {}
-    for target in CHECKPOINT_TARGETS[stage]:
-        runners[target] = TorchBackend(path, target, device)
-        meta.update(runners[target].spec.metadata)
-    meta.update(target=CHECKPOINT_TARGETS[stage][0], format="checkpoint", precision="fp32")
-    return InferenceSession(meta, runners)
-
-
-def _artifact_for(path: Path, meta: dict[str, Any], backend: str) -> Path:
-    """The artifact ``backend`` runs: ``path`` itself, or its sibling in that format."""
-    fmt = FORMAT_OF[backend]
-    if meta.get("format") == fmt:
-        return path
-    from enfold.export.onnx_export import read_sidecar
-
-    sibling = path.with_suffix(SUFFIX_OF[fmt])
-    if sibling.is_file() and Path(str(sibling) + ".json").is_file():
-        other = read_sidecar(sibling)
-        same = all(other.get(k) == meta.get(k) for k in ("target", "checkpoint_sha256",
-                                                         "steps", "task", "precision"))
-        if same:
-            return sibling
-        raise EnfoldError(f"{sibling} was exported from another checkpoint or with other "
-                          f"settings than {path}; re-export both from the same checkpoint")
-    raise EnfoldError(f"--backend {backend} runs {fmt} artifacts and {path} is "
-                      f"{meta.get('format')}; export it beside: "
-                      + EXPORT_HINT.format(target=meta["target"], fmt=fmt, out=path.parent))
-
-
-def _torch_from_artifact(meta: dict[str, Any], device: str) -> TorchBackend:
-    """PyTorch eager on the checkpoint an artifact was exported from (checked by hash)."""
-    ckpt = Path(meta.get("checkpoint", ""))
-    if not ckpt.is_file():
-        raise EnfoldError(f"--backend torch needs the checkpoint this artifact came from, "
-                          f"{ckpt}, which is missing; pass the checkpoint itself as --model")
-    if file_sha256(ckpt) != meta.get("checkpoint_sha256"):
-        raise EnfoldError(f"{ckpt} changed since the artifact was exported (sha256 differs); "
-                          "re-export, or pass the checkpoint itself as --model")
-    return TorchBackend(ckpt, meta["target"], device, steps=meta.get("steps"),
-                        task=meta.get("task"))
-
-
-def _build(backend: str, path: Path, meta: dict[str, Any], device: str,
-           provider: str | None) -> Backend:
-    if backend == "torch":
-        return _torch_from_artifact(meta, device)
-    if backend == "tensorrt":  # say what is missing before looking for an engine file
-        from enfold.export.tensorrt_build import import_tensorrt, require_gpu
-
-        import_tensorrt()
-        require_gpu()
-    if backend == "onnxruntime":
-        import_onnxruntime()
-    artifact = _artifact_for(path, meta, backend)
-    if artifact != path:
-        from enfold.export.onnx_export import read_sidecar
-
-        meta = read_sidecar(artifact)
-    if backend == "torchscript":
-        return TorchScriptBackend(artifact, meta, device)
-    if backend == "onnxruntime":
-        if provider is None:
-            if device == "cpu":
-                return OnnxRuntimeBackend(artifact, "cpu")
-            errors = []
-            for name in ("tensorrt", "cuda"):  # fastest GPU provider that actually loads
-                try:
-                    return OnnxRuntimeBackend(artifact, name)
-                except EnfoldError as exc:
-                    errors.append(str(exc))
-            raise EnfoldError("no GPU execution provider loads: " + "; ".join(errors))
-        if (provider == "cpu") != (device == "cpu"):
-            raise EnfoldError(f"--provider {provider} does not run on --device {device}")
-        return OnnxRuntimeBackend(artifact, provider)
-    if device != "cuda":
-        raise EnfoldError("the tensorrt backend runs on an NVIDIA GPU: use --device cuda")
-    return TensorRTBackend(artifact, meta)
 
 
 def load(path: str | Path, backend: str = "auto", device: str | None = None,
@@ -279,8 +44,6 @@ def load(path: str | Path, backend: str = "auto", device: str | None = None,
     ``cpu``. A backend or provider that was asked for and is not available is an error, never a
     silent fallback to the CPU; ``auto`` tries the next one and says which it chose.
     """
-    from enfold.export.onnx_export import read_sidecar
-
     path = Path(path)
     if not path.is_file():
         raise EnfoldError(f"{path} does not exist (pass an artifact from `enfold export` or a "
@@ -300,23 +63,21 @@ def load(path: str | Path, backend: str = "auto", device: str | None = None,
     if provider is not None and backend == "auto":
         backend = "onnxruntime"  # a named provider is an explicit request: no fallback
     if path.suffix == ".pt":
-        return _checkpoint_session(path, backend, device)
+        return checkpoint_session(path, backend, device)
     meta = read_sidecar(path)
     if backend != "auto":
         chosen = [backend]
     else:
         chosen = list(AUTO_ORDER[device])
-        own = {fmt: name for name, fmt in FORMAT_OF.items()}[meta["format"]]
+        own = FORMAT_BACKEND[meta["format"]]
         # auto never reaches for the checkpoint while an artifact exists, and the own format is
         # always tried even when it is slower than a missing sibling
         chosen = [b for b in chosen if b != "torch" and
-                  (b == own or path.with_suffix(SUFFIX_OF[FORMAT_OF[b]]).is_file())]
+                  (b == own or path.with_suffix(SUFFIX[BACKEND_FORMAT[b]]).is_file())]
     errors: list[str] = []
     for name in chosen:
         try:
-            runner = _build(name, path, meta, device, provider)
-            return InferenceSession({**meta, "targets": [meta["target"]]},
-                                    {meta["target"]: runner})
+            return open_artifact(path, name, device, provider)
         except EnfoldError as exc:
             if backend != "auto":
                 raise

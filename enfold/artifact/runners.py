@@ -1,4 +1,4 @@
-"""The four inference backends, each a callable on normalised ``(B, C, H, W)`` float32 batches.
+"""One runner per backend, each a callable on normalised ``(B, C, H, W)`` float32 batches.
 
 * ``torch``: PyTorch eager on the checkpoint (the reference every export is validated against);
 * ``torchscript``: ``torch.jit.load`` of a ``.ts`` artifact (CPU or CUDA);
@@ -17,13 +17,10 @@ from typing import Any
 
 import torch
 
+from enfold.artifact.ort import ORT_PROVIDERS, import_onnxruntime, make_session
+from enfold.artifact.targets import torch_target
+from enfold.artifact.tensorrt_engine import TensorRTRunner
 from enfold.errors import EnfoldError
-
-BACKENDS = ("torch", "torchscript", "onnxruntime", "tensorrt")
-# Which artifact format each backend runs; torch runs the checkpoint itself.
-FORMAT_OF = {"torchscript": "torchscript", "onnxruntime": "onnx", "tensorrt": "tensorrt"}
-SUFFIX_OF = {"torchscript": ".ts", "onnx": ".onnx", "tensorrt": ".engine"}
-ORT_PROVIDERS = ("tensorrt", "cuda", "cpu")
 
 
 class Backend(ABC):
@@ -40,24 +37,24 @@ class Backend(ABC):
         """``(B, C, H, W)`` normalised float32 -> the target's output, on the CPU."""
 
     def describe(self) -> str:
+        """e.g. ``onnxruntime (cpu, CPUExecutionProvider)``."""
         extra = f", {self.detail}" if self.detail else ""
         return f"{self.name} ({self.device}{extra})"
 
 
 class TorchBackend(Backend):
-    """PyTorch eager: the checkpoint's model, rebuilt exactly as export validation does."""
+    """PyTorch eager on the checkpoint's model: the reference every export is validated
+    against."""
 
     name = "torch"
 
     def __init__(self, checkpoint: str | Path, target: str, device: str,
                  steps: int | None = None, task: str | None = None) -> None:
-        from enfold.export.graphs import build_spec
-
         if device == "cuda" and not torch.cuda.is_available():
             raise EnfoldError("--device cuda: no CUDA GPU is visible to PyTorch "
                               "(torch.cuda.is_available() is False); use --device cpu")
-        # trace=False: the restorer runs model.restore itself (autograd input gradients)
-        self.spec = build_spec(str(checkpoint), target, steps, task, trace=False)
+        # eager: the restorer runs model.restore itself (autograd input gradients)
+        self.spec = torch_target(checkpoint, target, steps, task)
         self.module = self.spec.module.to(device)
         self.device = device
 
@@ -67,6 +64,8 @@ class TorchBackend(Backend):
 
 
 class TorchScriptBackend(Backend):
+    """``torch.jit.load`` of a ``.ts`` artifact, on the CPU or a CUDA GPU."""
+
     name = "torchscript"
 
     def __init__(self, path: Path, meta: dict[str, Any], device: str) -> None:
@@ -74,7 +73,12 @@ class TorchScriptBackend(Backend):
             raise EnfoldError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu")
         with warnings.catch_warnings():  # torch.jit.load's deprecation notice, not the user's
             warnings.simplefilter("ignore", FutureWarning)
-            self.module = torch.jit.load(str(path), map_location=device).eval()
+            try:
+                self.module = torch.jit.load(str(path), map_location=device).eval()
+            except Exception as exc:  # a damaged file or a torch.save zip renamed to .ts
+                why = " ".join(str(exc).split())[:300] or type(exc).__name__
+                raise EnfoldError(f"{path} is not a TorchScript module ({why}); export it "
+                                  "again (enfold export ... --format torchscript)") from exc
         self.device = device
         self.fixed_batch = meta.get("fixed_batch")
 
@@ -83,24 +87,12 @@ class TorchScriptBackend(Backend):
             return self.module(x.to(self.device)).float().cpu()
 
 
-def import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise EnfoldError("the onnxruntime backend needs onnxruntime: pip install "
-                          "'enfold[cpu]' (or 'enfold[gpu]' for onnxruntime-gpu; never both)"
-                          ) from exc
-    return onnxruntime
-
-
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on one execution provider, checked after the session is built."""
 
     name = "onnxruntime"
 
     def __init__(self, path: Path, provider: str) -> None:
-        from enfold.export.ort import make_session
-
         import_onnxruntime()
         if provider not in ORT_PROVIDERS:
             raise EnfoldError(f"unknown onnxruntime provider {provider!r}; use one of "
@@ -122,39 +114,9 @@ class TensorRTBackend(Backend):
     device = "cuda"
 
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
-        from enfold.export.tensorrt_build import TensorRTRunner
-
         self.runner = TensorRTRunner(path)
         lo, _, hi = meta.get("batch_profile", [1, 1, 1])
         self.batch_range = (int(lo), int(hi))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.runner(x).float().cpu()
-
-
-def ort_providers_available() -> list[str]:
-    """Short names of the execution providers this onnxruntime build offers."""
-    try:
-        ort = import_onnxruntime()
-    except EnfoldError:
-        return []
-    names = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda",
-             "CPUExecutionProvider": "cpu"}
-    return [names[p] for p in ort.get_available_providers() if p in names]
-
-
-def backend_status() -> dict[str, str]:
-    """For each backend: "available" or the reason it is not (for ``enfold bench`` and docs)."""
-    status = {"torch": "available", "torchscript": "available"}
-    providers = ort_providers_available()
-    status["onnxruntime"] = (f"available ({', '.join(providers)})" if providers else
-                             "not installed: pip install 'enfold[cpu]' or 'enfold[gpu]'")
-    try:
-        from enfold.export.tensorrt_build import import_tensorrt, require_gpu
-
-        import_tensorrt()
-        require_gpu()
-        status["tensorrt"] = "available"
-    except EnfoldError as exc:
-        status["tensorrt"] = str(exc)
-    return status

@@ -1,0 +1,114 @@
+"""What each target computes, in PyTorch eager, and the metadata an artifact of it carries.
+
+Targets: ``classifier`` (logits of a fine-tuned checkpoint), ``encoder`` (pooled features),
+``energy`` (one scalar per image) and ``restorer`` (``K`` steps down the energy). The export
+traces these modules; the torch runner runs them as they are, so both start from the same one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from enfold.errors import EnfoldError
+
+TARGETS = ("classifier", "encoder", "energy", "restorer")
+# Target -> the InferenceSession method that runs it (the server names its endpoints after these).
+TARGET_METHODS = {"classifier": "classify", "restorer": "restore", "energy": "energy",
+                  "encoder": "features"}
+# Targets each checkpoint stage can serve with the torch runner.
+CHECKPOINT_TARGETS = {"pretrain": ("restorer", "energy", "encoder"),
+                      "finetune": ("classifier", "encoder")}
+
+
+class TargetModule(nn.Module):
+    """Wrap a callable (or a traced GraphModule) as a module with ``forward(x)``.
+
+    ``owner`` (the model the callable belongs to) is registered so its weights travel with the
+    module; they are frozen, as deployment graphs take no gradient with respect to them.
+    """
+
+    def __init__(self, fn: Any, owner: nn.Module | None = None):
+        super().__init__()
+        self.fn = fn
+        if owner is not None:
+            self.owner = owner.eval().requires_grad_(False)
+        self.eval()  # exporters check the wrapper's own mode too
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+@dataclass
+class TorchTarget:
+    """A target of a checkpoint in PyTorch eager, with what its artifact's sidecar records."""
+
+    target: str
+    module: nn.Module  # forward(x: (B, C, H, W) normalised float32) -> one tensor
+    model: nn.Module  # the checkpoint's model (EnergyViT or the classifier), eval mode
+    img_size: int
+    in_chans: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def torch_target(checkpoint: str | Path, target: str, steps: int | None = None,
+                 task: str | None = None) -> TorchTarget:
+    """Load ``checkpoint`` and wrap what ``target`` computes (``steps`` and ``task``: the
+    restorer's number of steps, default the trained K, and the pretext task it is for)."""
+    from enfold.config import to_dict
+    from enfold.corrupt import available
+    from enfold.pipeline.checkpoint import file_sha256, library_versions
+    from enfold.pipeline.load import load_model
+
+    if target not in TARGETS:
+        raise EnfoldError(f"unknown --target {target!r}; choose one of {', '.join(TARGETS)}")
+    loaded = load_model(checkpoint)
+    stage, cfg, model = loaded.stage, loaded.cfg, loaded.model
+    versions = library_versions()
+    meta: dict[str, Any] = {
+        "target": target, "img_size": cfg.model.img_size, "in_chans": cfg.model.in_chans,
+        "mean": cfg.data.mean, "std": cfg.data.std, "arch": cfg.model.arch,
+        "enfold_version": versions.get("enfold"), "torch_version": versions.get("torch"),
+        "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint_stage": stage, "patch_size": cfg.model.patch_size,
+        # how image files become model inputs, for every runtime backend alike
+        "preprocess": "centre square crop, bilinear resize (antialiased) to img_size, "
+                      "then (x - mean) / std",
+        # the pretext tasks, so `enfold restore` corrupts files exactly as training did
+        "tasks": list(cfg.corrupt.tasks),
+        "corrupt": {name: to_dict(getattr(cfg.corrupt, name)) for name in available()},
+    }
+    size, chans = cfg.model.img_size, cfg.model.in_chans
+    if target == "classifier":
+        if stage != "finetune":
+            raise EnfoldError(f"--target classifier needs a finetune checkpoint; {checkpoint} "
+                              f"is a '{stage}' checkpoint (run `enfold finetune` first)")
+        meta["class_names"] = loaded.classes
+        return TorchTarget(target, TargetModule(model, model), model, size, chans, meta)
+    if target == "encoder" and stage == "finetune":
+        return TorchTarget(target, TargetModule(model.features, model), model, size, chans, meta)
+    if stage != "pretrain":
+        raise EnfoldError(f"--target {target} needs a pretrain checkpoint; {checkpoint} is a "
+                          f"'{stage}' checkpoint")
+    if target == "encoder":
+        return TorchTarget(target, TargetModule(model.pooled_features, model), model, size,
+                           chans, meta)
+    if target == "energy":
+        return TorchTarget(target, TargetModule(model.energy, model), model, size, chans, meta)
+    steps = steps or model.num_steps
+    if steps < 1:
+        raise EnfoldError(f"--steps must be at least 1, got {steps}")
+    task = task or cfg.corrupt.tasks[0]
+    if task not in cfg.corrupt.tasks:
+        raise EnfoldError(f"--task {task!r}: this model was trained on {cfg.corrupt.tasks}")
+    meta.update(steps=steps, trained_steps=model.num_steps, task=task,
+                step_sizes=[float(a) for a in model.step_sizes(steps).detach()])
+
+    def restore(x: torch.Tensor) -> torch.Tensor:
+        return model.restore(x, steps)
+
+    return TorchTarget(target, TargetModule(restore, model), model, size, chans, meta)

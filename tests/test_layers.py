@@ -1,0 +1,115 @@
+"""The package's layers: every module imports, nothing imports upward, and no import loops.
+
+Layers, top to bottom: cli -> runtime -> export -> artifact -> pipeline -> model / data /
+corrupt / config -> errors. Imports inside functions count too: a local import can hide a loop,
+but it is still one.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+import enfold
+
+PACKAGE = Path(enfold.__file__).parent
+# top-level part of ``enfold.<part>`` -> its layer; a module may import its own layer and below
+LAYER = {"errors": 0, "config": 1, "model": 1, "data": 1, "corrupt": 1, "pipeline": 2,
+         "artifact": 3, "export": 4, "runtime": 5, "cli": 6}
+
+
+def _modules() -> dict[str, Path]:
+    """``enfold.x.y`` -> its file, for every module of the package."""
+    found = {"enfold": PACKAGE / "__init__.py"}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(("enfold", *parts))] = path
+    return found
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The enfold modules ``name`` imports, at any depth of its code."""
+    out: set[str] = set()
+    is_pkg = path.name == "__init__.py"
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                anchor = name.split(".") if is_pkg else name.split(".")[:-1]
+                anchor = anchor[:len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            # "from pkg import submodule" imports the submodule too
+            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        out |= {t for t in targets if t in modules and t != name}
+    return out
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYER.get(parts[1]) if len(parts) > 1 else None
+
+
+@pytest.mark.parametrize("module", sorted(_modules()))
+def test_every_module_imports(module):
+    importlib.import_module(module)
+
+
+def test_no_module_imports_a_higher_layer():
+    modules = _modules()
+    assert set(LAYER) >= {m.split(".")[1] for m in modules if m.count(".") >= 1} - {"__main__"}
+    upward = []
+    for name, path in modules.items():
+        own = _layer(name)
+        if own is None:
+            continue
+        for target in _imports(name, path, modules):
+            theirs = _layer(target)
+            if theirs is not None and theirs > own:
+                upward.append(f"{name} -> {target}")
+    assert not upward, "imports that run up the layers:\n" + "\n".join(sorted(upward))
+
+
+def test_no_import_loops():
+    modules = _modules()
+    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+    # a package's __init__ gathers its submodules; that edge alone is not a loop
+    for name in graph:
+        graph[name] = {t for t in graph[name] if not name.startswith(t + ".")}
+    loops, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                loops.append(" -> ".join([*stack[stack.index(nxt):], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not loops, "import loops:\n" + "\n".join(loops)
+
+
+def test_the_checks_see_a_loop_and_an_upward_import(tmp_path):
+    """The checks can fail: a module that imports upward and a loop are both found."""
+    modules = {"enfold.model.a": tmp_path / "a.py", "enfold.model.b": tmp_path / "b.py",
+               "enfold.runtime.c": tmp_path / "c.py"}
+    modules["enfold.model.a"].write_text("def f():\n    from enfold.model import b\n")
+    modules["enfold.model.b"].write_text("from enfold.model.a import f\n"
+                                         "import enfold.runtime.c\n")
+    modules["enfold.runtime.c"].write_text("")
+    a = _imports("enfold.model.a", modules["enfold.model.a"], modules)
+    b = _imports("enfold.model.b", modules["enfold.model.b"], modules)
+    assert a == {"enfold.model.b"} and "enfold.model.a" in b
+    assert _layer("enfold.runtime.c") > _layer("enfold.model.b")
