@@ -118,8 +118,6 @@ def model_config(meta: dict[str, Any], out_dims: list[int], batch: tuple[int, in
     Triton's way of stating a scalar per batch row.
     """
     fmt = fmt or meta.get("format", "onnx")
-    if fmt not in PLATFORM:
-        raise EnfoldError(f"Triton serves onnx, tensorrt and torchscript artifacts, not {fmt}")
     lo, opt, hi = batch
     in_name, out_name = tensor_names({**meta, "format": fmt})
     in_dims = [int(meta["in_chans"]), int(meta["img_size"]), int(meta["img_size"])]
@@ -127,8 +125,10 @@ def model_config(meta: dict[str, Any], out_dims: list[int], batch: tuple[int, in
     if not out_dims:
         output.update(dims=[1], reshape={"shape": []})
     fixed = meta.get("fixed_batch")
-    config: dict[str, Any] = {"name": name or entry_name(meta), "platform": PLATFORM[fmt],
-                              "backend": BACKEND[fmt]}
+    # a format Triton does not load (a checkpoint that enfold serve runs) keeps its own name
+    config: dict[str, Any] = {"name": name or entry_name(meta),
+                              "platform": PLATFORM.get(fmt, f"enfold_{fmt}"),
+                              "backend": BACKEND.get(fmt, "enfold")}
     if fixed:
         config["max_batch_size"] = 0
         in_dims = [int(fixed), *in_dims]
