@@ -107,16 +107,17 @@ def unlabelled_digits(cfg: Config) -> torch.Tensor:
 
 def optimizer_for(model: torch.nn.Module, cfg: Config, total: int):
     """AdamW with enfold's lr scaling, warmup and cosine schedule (same recipe for every arm)."""
-    from enfold.pipeline.schedule import lr_at, scaled_lr
+    from enfold.pipeline.schedule import lr_at, scaled_floor, scaled_lr
 
     t = cfg.train
     opt = torch.optim.AdamW(model.parameters(), lr=0.0, betas=tuple(t.betas),
                             weight_decay=t.weight_decay)
     peak = scaled_lr(t.base_lr, cfg.data.batch_size, t.lr_batch_base)
+    floor = scaled_floor(t.min_lr, t.base_lr, peak)  # as the trainer scales it
 
     def set_lr(step: int) -> None:
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, peak, total, t.warmup_steps, t.min_lr)
+            group["lr"] = lr_at(step, peak, total, t.warmup_steps, floor)
 
     return opt, set_lr
 

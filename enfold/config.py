@@ -122,6 +122,8 @@ class TrainConfig:
     max_steps: int = 300  # optimizer steps
     base_lr: float = 1.5e-4  # lr = base_lr * effective_batch / lr_batch_base
     lr_batch_base: int = 256
+    # floor of the cosine decay, on base_lr's scale: multiplied by effective_batch / lr_batch_base
+    # as base_lr is (MAE's min_lr is an absolute rate)
     min_lr: float = 0.0
     warmup_steps: int = 20
     weight_decay: float = 0.05

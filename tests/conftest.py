@@ -53,7 +53,7 @@ def tiny_cfg():
 
 @pytest.fixture(scope="session")
 def digits_tiny_run(tmp_path_factory) -> Path:
-    """The foundation issue's exact command, run once per test session: its run directory.
+    """`enfold pretrain` of digits-tiny for 300 steps, run once per test session: its run directory.
 
     Tests that need a model which really restores (learning, runtime) share this run.
     """

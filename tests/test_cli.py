@@ -43,6 +43,13 @@ def test_unknown_config_key_fails_with_a_message_naming_it(tmp_path):
     assert "did you mean model" in proc.stderr
 
 
+def test_validate_with_a_bad_batch_list_is_a_clean_error(tmp_path):
+    proc = run_cli("validate", str(tmp_path / "x.onnx"), "--checkpoint", str(tmp_path / "c.pt"),
+                   "--batches", "1,x", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--batches '1,x' must be comma-separated integers" in proc.stderr
+
+
 def test_tiny_pretrain_writes_config_checkpoint_metrics_and_grids(tmp_path):
     out = tmp_path / "run"
     overrides = [*TINY, "train.max_steps=12", "eval.every=6", "corrupt.tasks=[mask, noise]"]

@@ -1,4 +1,4 @@
-"""The method learns: the exact command of the foundation issue, checked end to end."""
+"""The method learns: digits-tiny pretrained for 300 steps restores masked patches, end to end."""
 
 from __future__ import annotations
 

@@ -149,8 +149,9 @@ def validate_cmd(
 ) -> None:
     """Run PyTorch and the artifact on held-out images; fail beyond the tolerance."""
     from enfold.export.validate import validate_artifact
+    from enfold.runtime.bench import parse_batches
 
-    sizes = tuple(int(b) for b in batches.split(","))
+    sizes = tuple(parse_batches(batches, "--batches"))
     _print_report(validate_artifact(artifact, str(checkpoint), sizes, tolerance=tolerance))
 
 

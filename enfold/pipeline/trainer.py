@@ -30,7 +30,7 @@ from enfold.errors import ConfigError, EnfoldError, NonFiniteLossError
 from enfold.pipeline.checkpoint import LAST, library_versions, load_checkpoint, save_checkpoint
 from enfold.pipeline.distributed import DistInfo, all_true, barrier
 from enfold.pipeline.progress import MetricsLog, Progress
-from enfold.pipeline.schedule import lr_at, scaled_lr
+from enfold.pipeline.schedule import lr_at, scaled_floor, scaled_lr
 
 # names of 1-D or embedding parameters that, as in MAE and timm, get no weight decay
 _NO_DECAY_SUFFIXES = ("pos_embed", "cls_token", "reg_token", "dist_token", "log_step_sizes")
@@ -229,7 +229,7 @@ class Trainer:
                 np.random.seed(seed % 2**32)  # timm's mixup draws from numpy and random
                 random.seed(seed)
                 lr = lr_at(self.step, self.peak_lr, tc.max_steps, tc.warmup_steps,
-                           tc.min_lr * self.peak_lr / max(tc.base_lr, 1e-30))
+                           scaled_floor(tc.min_lr, tc.base_lr, self.peak_lr))
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
                 loss_sum = torch.zeros((), device=dist.device)

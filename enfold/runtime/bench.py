@@ -20,22 +20,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from enfold.artifact.formats import BACKENDS
 from enfold.errors import EnfoldError
-from enfold.runtime.backends import BACKENDS
 from enfold.runtime.session import TARGET_METHODS, load
 
 ROUNDS = 5  # bursts per backend and batch size, interleaved
 
 
-def parse_batches(text: str) -> list[int]:
-    """``"1,8,32"`` -> ``[1, 8, 32]``."""
+def parse_batches(text: str, option: str = "--batch") -> list[int]:
+    """``"1,8,32"`` -> ``[1, 8, 32]``, or an error naming ``option``."""
     try:
         sizes = [int(b) for b in text.split(",") if b.strip()]
     except ValueError as exc:
-        raise EnfoldError(f"--batch {text!r} must be comma-separated integers, e.g. 1,8,32"
+        raise EnfoldError(f"{option} {text!r} must be comma-separated integers, e.g. 1,8,32"
                           ) from exc
     if not sizes or min(sizes) < 1:
-        raise EnfoldError(f"--batch {text!r}: give batch sizes of at least 1")
+        raise EnfoldError(f"{option} {text!r}: give batch sizes of at least 1")
     return sizes
 
 
