@@ -6,7 +6,7 @@
 
 Training differentiates the loss through the input gradients (second order). The input gradient
 is taken with ``torch.func.grad`` rather than ``torch.autograd.grad(create_graph=True)`` because
-only the former compiles under ``torch.compile`` (see the verified-facts notes); eager gives the
+only the former compiles under ``torch.compile``; eager gives the
 same values either way.
 """
 
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from enfold.config import Config, LossConfig, ModelConfig
 from enfold.errors import ConfigError
 from enfold.model.backbone import build_backbone
 from enfold.model.heads import build_energy_head
@@ -33,7 +34,7 @@ _ELEMENTWISE = {
 class EnergyViT(nn.Module):
     """A ViT whose scalar output is an energy and whose input gradient restores images."""
 
-    def __init__(self, model_cfg, loss_cfg=None):
+    def __init__(self, model_cfg: ModelConfig, loss_cfg: LossConfig | None = None):
         super().__init__()
         if model_cfg.steps < 1:
             raise ConfigError(f"model.steps must be at least 1, got {model_cfg.steps}")
@@ -187,6 +188,6 @@ class EnergyViT(nn.Module):
         return self.loss(corrupted, clean, weight)
 
 
-def build_energy_model(cfg) -> EnergyViT:
+def build_energy_model(cfg: Config) -> EnergyViT:
     """Build the energy ViT described by a full :class:`enfold.config.Config`."""
     return EnergyViT(cfg.model, cfg.loss)
