@@ -38,6 +38,11 @@ class ModelConfig:
     step_size: float = 0.1  # initial alpha_k
     learn_step_sizes: bool = True
     langevin_noise: float = 0.0  # std of Gaussian noise added after each training step
+    # single-task restorers: project every step back onto the images that agree with the input
+    # (mask: visible pixels, sr: the low-resolution image, gray: the luma)
+    consistency: bool = False
+    # "last": backpropagate through the last restoration step only (earlier ones detached)
+    backprop_steps: Literal["all", "last"] = "all"
 
 
 @dataclass

@@ -15,9 +15,9 @@ import torch
 from enfold.config import DataConfig, ModelConfig
 from enfold.data import build_source
 from enfold.data.fashion_mnist import (
-    FASHION_MNIST_DIR,
     _MAGIC_IMAGES,
     _MAGIC_LABELS,
+    FASHION_MNIST_DIR,
     FashionMNISTSource,
     load_fashion_mnist,
     read_idx,
@@ -80,7 +80,7 @@ def test_read_idx_rejects_wrong_magic_and_truncation(tmp_path: Path):
     arr = np.zeros((4, 28, 28), dtype=np.uint8)
     labels_file = tmp_path / "labels"
     labels_file.write_bytes(_idx_bytes(_MAGIC_LABELS, np.zeros(4, dtype=np.uint8)))
-    with pytest.raises(EnfoldError, match=r"labels.*magic number 0x00000801.*dataset-fashion-mnist"):
+    with pytest.raises(EnfoldError, match=r"labels.*magic number 0x00000801.*fashion-mnist"):
         read_idx(labels_file, _MAGIC_IMAGES)
     full = _idx_bytes(_MAGIC_IMAGES, arr)
     cut = tmp_path / "cut.gz"

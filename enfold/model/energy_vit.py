@@ -1,10 +1,13 @@
 """EnergyViT: the forward pass is an energy, its input gradient is the decoder.
 
     E(x)      = head(ViT(x))                       x: (B, C, H, W) -> (B,)
-    x_{k+1}   = x_k - alpha_k * dE/dx(x_k)         k = 0 .. K-1, alpha_k > 0 learned
+    x_{k+1}   = P(x_k - alpha_k * dE/dx(x_k))      k = 0 .. K-1, alpha_k > 0 learned
     loss      = sum_k w_k * d(x_{k+1}, x_clean)    on the corrupted region (or everywhere)
 
-Training differentiates the loss through the input gradients (second order). The input gradient
+``P`` is the data-consistency projection of a single-task restorer (``model.consistency``; see
+:mod:`enfold.model.consistency`), the identity otherwise. Training differentiates the loss
+through the input gradients (second order); ``model.backprop_steps="last"`` detaches every step
+but the last, which makes the second-order pass cost one step whatever K is. The input gradient
 is taken with ``torch.func.grad`` rather than ``torch.autograd.grad(create_graph=True)`` because
 only the former compiles under ``torch.compile``; eager gives the
 same values either way.
@@ -22,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from enfold.config import Config, LossConfig, ModelConfig
 from enfold.errors import ConfigError
 from enfold.model.backbone import build_backbone
+from enfold.model.consistency import NoConsistency, build_consistency
 from enfold.model.heads import build_energy_head
 
 _ELEMENTWISE = {
@@ -34,7 +38,8 @@ _ELEMENTWISE = {
 class EnergyViT(nn.Module):
     """A ViT whose scalar output is an energy and whose input gradient restores images."""
 
-    def __init__(self, model_cfg: ModelConfig, loss_cfg: LossConfig | None = None):
+    def __init__(self, model_cfg: ModelConfig, loss_cfg: LossConfig | None = None,
+                 consistency: nn.Module | None = None):
         super().__init__()
         if model_cfg.steps < 1:
             raise ConfigError(f"model.steps must be at least 1, got {model_cfg.steps}")
@@ -57,6 +62,8 @@ class EnergyViT(nn.Module):
         else:
             self.register_buffer("log_step_sizes", log_alpha)
         self.langevin_noise = model_cfg.langevin_noise
+        self.consistency = consistency if consistency is not None else NoConsistency()
+        self.backprop_steps = getattr(model_cfg, "backprop_steps", "all")
         self.img_size = model_cfg.img_size
         self.in_chans = model_cfg.in_chans
         self.loss_kind = loss_cfg.kind if loss_cfg else "mse"
@@ -131,21 +138,28 @@ class EnergyViT(nn.Module):
 
     def restore_steps(
         self, x: torch.Tensor, steps: int | None = None, create_graph: bool = False,
-        noise: float = 0.0,
+        noise: float = 0.0, weight: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Every restoration step ``[x_1, ..., x_K]``, each ``(B, C, H, W)``.
 
         ``create_graph=True`` keeps the graph so a loss on the steps trains the model (second
         order); otherwise the steps are computed without a parameter graph (inference).
+        ``weight`` (``(B, 1, H, W)``, 1 where corrupted) lets the mask projection keep the
+        visible pixels; the other projections need only ``x``.
         """
         alpha = self.step_sizes(steps)
+        train = create_graph and torch.is_grad_enabled()
+        known = self.consistency.prepare(x, weight)  # what the measurement pins down
         out: list[torch.Tensor] = []
-        with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-            for k in range(alpha.shape[0]):
-                x = x - alpha[k] * self.energy_grad(x)
+        for k in range(alpha.shape[0]):
+            # backprop_steps="last": earlier steps only move the starting point of the last
+            detach = self.backprop_steps == "last" and k < alpha.shape[0] - 1
+            with torch.set_grad_enabled(train and not detach):
+                x = x - alpha[k] * self.energy_grad(x)  # (B, C, H, W)
+                x = self.consistency.apply(x, known)
                 if noise > 0:
                     x = x + noise * torch.randn_like(x)  # Langevin-style exploration
-                out.append(x)
+            out.append(x.detach() if detach else x)
         return out
 
     def restore(self, x: torch.Tensor, steps: int | None = None,
@@ -166,7 +180,7 @@ class EnergyViT(nn.Module):
              weight: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training loss: restore ``corrupted`` with K steps and compare with ``clean``."""
         noise = self.langevin_noise if self.training else 0.0
-        steps = self.restore_steps(corrupted, create_graph=True, noise=noise)
+        steps = self.restore_steps(corrupted, create_graph=True, noise=noise, weight=weight)
         total = sum(self.step_weights)
         restore_loss = sum(
             w * self.reconstruction_error(x_k, clean, weight)
@@ -190,4 +204,14 @@ class EnergyViT(nn.Module):
 
 def build_energy_model(cfg: Config) -> EnergyViT:
     """Build the energy ViT described by a full :class:`enfold.config.Config`."""
-    return EnergyViT(cfg.model, cfg.loss)
+    task = None
+    if getattr(cfg.model, "consistency", False):
+        if len(cfg.corrupt.tasks) != 1:
+            raise ConfigError(
+                "model.consistency needs a single-task restorer (one entry in corrupt.tasks, "
+                f"got {cfg.corrupt.tasks}); turn it off for task mixtures"
+            )
+        task = cfg.corrupt.tasks[0]
+    consistency = build_consistency(task, cfg.model.img_size, cfg.corrupt.sr.factor,
+                                    list(cfg.data.mean), list(cfg.data.std))
+    return EnergyViT(cfg.model, cfg.loss, consistency)

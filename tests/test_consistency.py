@@ -1,0 +1,101 @@
+"""Data consistency inside the unrolled restoration steps, and the last-step-only backward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from enfold.config import load_config
+from enfold.corrupt import build_corruption, corrupt_batch
+from enfold.corrupt.context import CorruptionContext
+from enfold.errors import ConfigError
+from enfold.model import build_energy_model
+from enfold.model.consistency import KeepVisible, LowResProjection, LumaProjection
+
+MEAN, STD = [0.5, 0.4, 0.3], [0.5, 0.25, 0.2]
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def _corrupt(task: str, clean: torch.Tensor, **settings):
+    cfg = load_config(None, [f"corrupt.tasks=[{task}]", "model.img_size=32",
+                             *(f"corrupt.{task}.{k}={v}" for k, v in settings.items())])
+    fn = build_corruption(cfg.corrupt, CorruptionContext.from_config(cfg))
+    return corrupt_batch(fn, clean, seed=0)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_sr_projection_recovers_the_low_resolution_image(factor: int):
+    clean = torch.rand(3, 3, 32, 32)
+    x0, _, _ = _corrupt("sr", clean, factor=factor)
+    proj = LowResProjection(32, factor)
+    xn, cn = _norm(x0), _norm(clean)
+    y = proj.prepare(xn, None)
+    torch.testing.assert_close(y, proj.down(cn), atol=1e-5, rtol=0)  # exact up to rounding
+    guess = xn + 0.3 * torch.randn_like(xn)
+    fixed = proj.apply(guess, y)
+    torch.testing.assert_close(proj.down(fixed), proj.down(cn), atol=1e-5, rtol=0)
+    # an orthogonal projection onto a set holding the clean image never moves away from it
+    assert (fixed - cn).norm() <= (guess - cn).norm()
+    assert (proj.apply(xn, y) - cn).norm() < (xn - cn).norm()
+
+
+def test_luma_projection_keeps_the_gray_input():
+    clean = torch.rand(4, 3, 16, 16)
+    x0, _, _ = _corrupt("gray", clean)
+    proj = LumaProjection(MEAN, STD)
+    xn, cn = _norm(x0), _norm(clean)
+    luma0 = proj.prepare(xn, None)
+    guess = xn + 0.5 * torch.randn_like(xn)
+    fixed = proj.apply(guess, luma0)
+    torch.testing.assert_close(proj.luma(fixed), luma0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(proj.luma(cn), luma0, atol=1e-5, rtol=0)
+    std = torch.tensor(STD).view(1, 3, 1, 1)  # distances in pixel space
+    assert ((fixed - cn) * std).norm() <= ((guess - cn) * std).norm()
+
+
+def test_keep_visible_pastes_the_unmasked_pixels_only_when_the_mask_is_known():
+    clean = torch.rand(2, 3, 16, 16)
+    x0, _, weight = _corrupt("mask", clean, ratio=0.5, patch_size=4)
+    keep = KeepVisible()
+    guess = torch.randn_like(x0)
+    fixed = keep.apply(guess, keep.prepare(x0, weight))
+    visible = weight.expand_as(x0) == 0
+    assert torch.equal(fixed[visible], x0[visible])
+    assert torch.equal(fixed[~visible], guess[~visible])
+    assert torch.equal(keep.apply(guess, keep.prepare(x0, None)), guess)
+
+
+def _tiny(overrides: list[str]):
+    cfg = load_config(None, ["model.img_size=16", "model.patch_size=4", "model.depth=1",
+                             "model.embed_dim=24", "model.num_heads=2", *overrides])
+    torch.manual_seed(0)
+    return cfg, build_energy_model(cfg)
+
+
+def test_model_consistency_needs_one_task_and_is_applied_every_step():
+    with pytest.raises(ConfigError, match="single-task"):
+        _tiny(["model.consistency=true", "corrupt.tasks=[mask, sr]"])
+    cfg, model = _tiny(["model.consistency=true", "corrupt.tasks=[sr]", "model.steps=2"])
+    x0 = _norm(_corrupt("sr", torch.rand(2, 3, 16, 16))[0])
+    steps = model.restore_steps(x0)
+    y = model.consistency.prepare(x0, None)
+    for x in steps:
+        torch.testing.assert_close(model.consistency.down(x), y, atol=1e-5, rtol=0)
+
+
+def test_backprop_through_the_last_step_only():
+    clean = torch.rand(4, 3, 16, 16)
+    x0, _, weight = _corrupt("noise", clean)
+    grads, values = {}, {}
+    for mode in ("all", "last"):
+        _, model = _tiny(["model.steps=3", f"model.backprop_steps={mode}"])
+        loss, _ = model.loss(x0, clean, weight)
+        loss.backward()
+        values[mode] = loss.item()
+        grads[mode] = model.log_step_sizes.grad.clone()
+    assert values["all"] == pytest.approx(values["last"], rel=1e-6)  # same forward
+    assert grads["last"][:2].abs().max() == 0  # earlier step sizes get no gradient
+    assert grads["last"][2] != 0 and grads["all"][:2].abs().max() > 0
