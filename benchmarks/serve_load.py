@@ -4,6 +4,7 @@
     python benchmarks/serve_load.py --model exported/restorer-k2.onnx --requests 500 \
         --concurrency 16 --max-batch 16 --max-wait-ms 5 --out serve-load.json
     python benchmarks/serve_load.py --checkpoint runs/ft/checkpoint-last.pt   # exports, serves
+    python benchmarks/serve_load.py --hostile 0.1   # a clean run, then one with 10 % hostile
 
 The server runs in a child process on a free 127.0.0.1 port (never another interface); the
 client keeps ``--concurrency`` requests in flight until ``--requests`` have been answered, each
@@ -11,6 +12,13 @@ uploading a PNG of a held-out digit (scikit-learn's test split, never seen in tr
 reports the status codes, throughput, latency percentiles and the batch sizes the server formed
 (from the ``X-Batch-Size`` headers and from ``/v1/stats``). The exit status is 1 when any
 request failed: a 5xx, a connection error, or any other non-200 answer (every upload is valid).
+
+``--hostile F`` runs the load twice against the same server: clean, then with a fraction F of the
+uploads hostile (a 177-byte 100000x1 PNG, a 4 KB 2000x2000 PNG, a 60 KB 7900x7900 PNG, a
+truncated PNG, random bytes, an empty file, an upload over the size limit). It reports the 5xx
+count, the hostile answers by kind, the p99 latency of the normal requests against the clean
+run and the server's RSS before and after, and fails (exit 1) on any 5xx, any failed normal
+request, a normal p99 above twice the clean one, or an RSS after more than 20 % above before.
 
 Client and server share the machine: on a few CPU cores the client's own work is part of what
 is measured, so compare numbers only between runs on the same machine.
@@ -66,8 +74,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server-threads", type=int, default=None,
                    help="OMP_NUM_THREADS for the server (default: inherited)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    p.add_argument("--hostile", type=float, default=0.0,
+                   help="fraction of hostile uploads in a second run (e.g. 0.1); 0: clean only")
     p.add_argument("--out", help="write the JSON report here")
     args = p.parse_args(argv)
+    if not 0.0 <= args.hostile < 1.0:
+        p.error("--hostile must be in [0, 1)")
     for name in ("requests", "concurrency", "max_batch"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -157,26 +169,59 @@ def uploads(img_size: int, in_chans: int, count: int) -> list[bytes]:
     return [encode_png(source.image(i)) for i in range(min(count, len(source)))]
 
 
+def hostile_uploads(max_upload_bytes: int) -> dict[str, bytes]:
+    """Uploads a careful attacker sends: tiny files claiming huge images, damaged files, an
+    empty one and one over the size limit."""
+    import io
+
+    from PIL import Image
+
+    def png(img: Image.Image) -> bytes:
+        out = io.BytesIO()
+        img.save(out, format="PNG")
+        return out.getvalue()
+
+    normal = png(Image.new("RGB", (32, 32), (20, 90, 160)))
+    return {"thin-100000x1": png(Image.new("L", (100_000, 1))),
+            "square-2000x2000": png(Image.new("L", (2000, 2000))),
+            "huge-7900x7900": png(Image.new("L", (7900, 7900))),
+            "truncated": normal[: len(normal) // 2],
+            "random-bytes": os.urandom(2048),
+            "empty": b"",
+            "over-size-limit": b"\0" * (max_upload_bytes + 1)}
+
+
 async def load_test(url: str, endpoint: str, pngs: list[bytes], total: int, concurrency: int,
-                    timeout: float, offset: int = 0) -> tuple[list[dict[str, Any]], float]:
+                    timeout: float, offset: int = 0, hostile: dict[str, bytes] | None = None,
+                    fraction: float = 0.0) -> tuple[list[dict[str, Any]], float]:
     """``total`` requests, ``concurrency`` in flight; returns one record per request and the
-    wall time."""
+    wall time. With ``hostile``, a ``fraction`` of the requests (spread evenly) upload those,
+    in turn; each record's ``kind`` says which (``normal`` for the others)."""
     import httpx
 
     records: list[dict[str, Any]] = []
     next_index = 0
+    kinds = list(hostile or {})
+
+    def upload(i: int) -> tuple[str, bytes]:
+        # request i is hostile when the running count of hostile ones steps up at i
+        if kinds and int((i + 1) * fraction) > int(i * fraction):
+            kind = kinds[int(i * fraction) % len(kinds)]
+            return kind, hostile[kind]  # type: ignore[index]
+        return "normal", pngs[(offset + i) % len(pngs)]
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal next_index
         while next_index < total:
             i = next_index
             next_index += 1
-            png = pngs[(offset + i) % len(pngs)]
+            kind, png = upload(i)
             start = time.perf_counter()
-            record: dict[str, Any] = {"status": None, "batch_size": None, "error": None}
+            record: dict[str, Any] = {"status": None, "batch_size": None, "error": None,
+                                      "kind": kind}
             try:
                 r = await client.post(f"{url}/v1/{endpoint}",
-                                      files={"file": (f"digit-{i}.png", png, "image/png")})
+                                      files={"file": (f"{kind}-{i}.png", png, "image/png")})
                 record["status"] = r.status_code
                 if "x-batch-size" in r.headers:
                     record["batch_size"] = int(r.headers["x-batch-size"])
@@ -197,10 +242,14 @@ async def load_test(url: str, endpoint: str, pngs: list[bytes], total: int, conc
 
 def summarize(records: list[dict[str, Any]], wall: float, before: dict[str, Any],
               after: dict[str, Any]) -> dict[str, Any]:
+    """Status codes over all requests; latency, failures and batch sizes of the normal ones;
+    the hostile answers by kind."""
     import numpy as np
 
+    hostile = [r for r in records if r.get("kind", "normal") != "normal"]
+    records = [r for r in records if r.get("kind", "normal") == "normal"]
     codes = Counter(str(r["status"]) if r["status"] is not None else "connection-error"
-                    for r in records)
+                    for r in records + hostile)
     ok = [r["latency_ms"] for r in records if r["status"] == 200]
     pct = np.percentile(ok, [50, 95, 99]).tolist() if ok else [float("nan")] * 3
     header_sizes = [r["batch_size"] for r in records if r["batch_size"] is not None]
@@ -213,7 +262,14 @@ def summarize(records: list[dict[str, Any]], wall: float, before: dict[str, Any]
         "status_codes": dict(sorted(codes.items())),
         "server_errors": sum(n for c, n in codes.items() if c.startswith("5")),
         "connection_errors": codes.get("connection-error", 0),
-        "failed": sum(n for c, n in codes.items() if c != "200"),
+        "failed": sum(1 for r in records if r["status"] != 200),
+        "normal_requests": len(records),
+        "hostile_requests": len(hostile),
+        "hostile_answers": {kind: dict(Counter(str(r["status"]) for r in hostile
+                                               if r["kind"] == kind))
+                            for kind in dict.fromkeys(r["kind"] for r in hostile)},
+        "hostile_latency_ms_max": round(max(r["latency_ms"] for r in hostile), 2)
+        if hostile else None,
         "wall_s": round(wall, 3),
         "throughput_rps": round(len(records) / wall, 2),
         "latency_ms": {"p50": round(pct[0], 2), "p95": round(pct[1], 2),
@@ -225,6 +281,37 @@ def summarize(records: list[dict[str, Any]], wall: float, before: dict[str, Any]
         "batch_size_histogram": {str(k): v for k, v in sorted(hist.items()) if v},
         "first_errors": [r["error"] for r in records if r["error"]][:5],
     }
+
+
+def server_rss_mb(pid: int) -> float | None:
+    """Resident memory of the server process in MiB (Linux /proc), or None elsewhere."""
+    status = Path(f"/proc/{pid}/status")
+    if not status.is_file():
+        return None
+    for line in status.read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def print_summary(summary: dict[str, Any], requests: int) -> None:
+    lat = summary["latency_ms"]
+    print(f"status codes: {summary['status_codes']}  (5xx: {summary['server_errors']}, "
+          f"connection errors: {summary['connection_errors']})")
+    print(f"throughput: {summary['throughput_rps']} req/s ({requests} in "
+          f"{summary['wall_s']} s)")
+    print(f"latency ms (normal requests): p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  "
+          f"max {lat['max']}")
+    if summary["hostile_requests"]:
+        print(f"hostile: {summary['hostile_requests']} requests, slowest answer "
+              f"{summary['hostile_latency_ms_max']} ms; answers by kind "
+              f"{summary['hostile_answers']}")
+    print(f"batch size: mean X-Batch-Size per request {summary['mean_x_batch_size']}; "
+          f"mean batch formed (/v1/stats) {summary['mean_batch_size_formed']} "
+          f"({summary['server_images']} images in {summary['server_batches']} batches)")
+    print(f"batch sizes formed: {summary['batch_size_histogram']}")
+    for err in summary["first_errors"]:
+        print(f"error: {err}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,10 +348,22 @@ def main(argv: list[str] | None = None) -> int:
             if warmup:
                 asyncio.run(load_test(url, endpoint, pngs, warmup, args.concurrency,
                                       args.timeout))
-            before = httpx.get(f"{url}/v1/stats", timeout=30).json()[endpoint]
-            records, wall = asyncio.run(load_test(url, endpoint, pngs, args.requests,
-                                                  args.concurrency, args.timeout))
-            after = httpx.get(f"{url}/v1/stats", timeout=30).json()[endpoint]
+            def run_once(hostile: dict[str, bytes] | None) -> dict[str, Any]:
+                before = httpx.get(f"{url}/v1/stats", timeout=30).json()[endpoint]
+                rss_before = server_rss_mb(proc.pid)
+                records, wall = asyncio.run(load_test(
+                    url, endpoint, pngs, args.requests, args.concurrency, args.timeout,
+                    hostile=hostile, fraction=args.hostile if hostile else 0.0))
+                after = httpx.get(f"{url}/v1/stats", timeout=30).json()[endpoint]
+                summary = summarize(records, wall, before, after)
+                summary["rss_mb"] = {"before": rss_before, "after": server_rss_mb(proc.pid)}
+                return summary
+
+            summary = run_once(None)
+            hostile_summary = None
+            if args.hostile > 0:
+                uploads_bad = hostile_uploads(int(meta["max_upload_bytes"]))
+                hostile_summary = run_once(uploads_bad)
             alive = httpx.get(f"{url}/healthz", timeout=30).status_code == 200
         finally:
             proc.terminate()
@@ -272,30 +371,41 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        summary = summarize(records, wall, before, after)
         summary["healthy_after"] = alive
-    lat = summary["latency_ms"]
-    print(f"status codes: {summary['status_codes']}  (5xx: {summary['server_errors']}, "
-          f"connection errors: {summary['connection_errors']}); /healthz after the run: "
-          f"{'ok' if alive else 'FAILED'}")
-    print(f"throughput: {summary['throughput_rps']} req/s ({args.requests} in "
-          f"{summary['wall_s']} s)")
-    print(f"latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  max {lat['max']}")
-    print(f"batch size: mean X-Batch-Size per request {summary['mean_x_batch_size']}; "
-          f"mean batch formed (/v1/stats) {summary['mean_batch_size_formed']} "
-          f"({summary['server_images']} images in {summary['server_batches']} batches)")
-    print(f"batch sizes formed: {summary['batch_size_histogram']}")
-    for err in summary["first_errors"]:
-        print(f"error: {err}")
+    print("-- clean run")
+    print_summary(summary, args.requests)
+    failed = bool(summary["failed"] or summary["server_errors"] or not alive)
     report = {"command": command, "cpus": cpus, "server_omp_threads": server_threads,
               "model": model, "backend": meta["backend"], "endpoint": endpoint,
               "requests": args.requests, "concurrency": args.concurrency,
               "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
               "upload_size": size, "warmup": warmup, **summary}
+    if hostile_summary is not None:
+        print(f"-- hostile run: {args.hostile:.0%} of the uploads hostile")
+        print_summary(hostile_summary, args.requests)
+        p99_clean = summary["latency_ms"]["p99"]
+        p99_hostile = hostile_summary["latency_ms"]["p99"]
+        rss = hostile_summary["rss_mb"]
+        checks = {
+            "no_5xx": hostile_summary["server_errors"] == 0,
+            "normal_requests_all_200": hostile_summary["failed"] == 0,
+            "p99_within_2x_clean": p99_hostile <= 2 * p99_clean,
+            "rss_after_within_20pct": (rss["before"] is None or
+                                       rss["after"] <= 1.2 * rss["before"]),
+        }
+        ratio = p99_hostile / p99_clean if p99_clean else float("nan")
+        rss_text = (f"{rss['before']:.0f} -> {rss['after']:.0f} MiB"
+                    if rss["before"] is not None else "n/a")
+        print(f"hostile vs clean: normal p99 {p99_hostile} vs {p99_clean} ms "
+              f"({ratio:.2f}x); server RSS {rss_text}; checks {checks}")
+        report["hostile"] = {"fraction": args.hostile, **hostile_summary, "checks": checks,
+                             "p99_ratio": round(ratio, 3)}
+        failed = failed or not all(checks.values())
+    print(f"/healthz after the runs: {'ok' if alive else 'FAILED'}")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
         print(f"report: {args.out}")
-    return 1 if summary["failed"] or not alive else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
