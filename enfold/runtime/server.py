@@ -304,7 +304,8 @@ def serve(model: str | Path, backend: str = "auto", device: str | None = None,
     endpoints = ", ".join(f"/v1/{e}" for e, t in ENDPOINT_TARGETS.items()
                           if t in session.targets)
     print(f"enfold serve: {session.describe()} from {model} at http://{shown}:{bound} "
-          f"({endpoints}; batches of up to {max_batch}, {max_wait_ms:g} ms wait)", flush=True)
+          f"({endpoints}; Open Inference Protocol at /v2; batches of up to {max_batch}, "
+          f"{max_wait_ms:g} ms wait)", flush=True)
     # timeout_graceful_shutdown: uvicorn's default waits for every running request, forever
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=bound, log_level="warning",
                                            timeout_graceful_shutdown=drain_s))
