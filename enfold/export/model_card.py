@@ -132,7 +132,12 @@ def _checkpoint_section(ckpt: str, exports: list[tuple[Path, dict[str, Any]]]) -
                   f"`{meta0.get('checkpoint_sha256')}`), so its recipe and training numbers "
                   "are not shown.", ""]
         return lines
-    cfg = config_from_checkpoint(state["config"])
+    try:
+        cfg = config_from_checkpoint(state["config"])
+    except EnfoldError as exc:  # a checkpoint from another enfold version: say so, keep going
+        lines += [f"The checkpoint's config cannot be read by this enfold ({exc}), so its "
+                  "recipe and training numbers are not shown.", ""]
+        return lines
     stage = state.get("stage")
     m, d, t = cfg.model, cfg.data, cfg.train
     lines += ["### Model details", "",
