@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import struct
 import time
 import zlib
@@ -33,7 +34,7 @@ def apps(tmp_path_factory):
     fine-tuned classifier, with the default limits."""
     runs = train_tiny(tmp_path_factory.mktemp("fuzz"), steps=2)
     sessions = [load(runs["pretrain"]), load(runs["finetune"])]
-    return [(create_app(s), s.targets) for s in sessions]
+    return [(create_app(s), s) for s in sessions]
 
 
 def chunk(kind: bytes, data: bytes) -> bytes:
@@ -54,11 +55,17 @@ def png_header(draw) -> bytes:
         chunk(b"IEND", b"")
 
 
+# what Pillow writes each mode as
+FORMATS_OF = {"1": ["PNG", "TIFF"], "L": ["PNG", "TIFF", "JPEG"], "P": ["PNG"],
+              "RGB": ["PNG", "TIFF", "JPEG"], "RGBA": ["PNG"], "LA": ["PNG"],
+              "I;16": ["PNG", "TIFF"], "I": ["TIFF"], "F": ["TIFF"]}
+
+
 @st.composite
 def small_image(draw) -> bytes:
     """A real image: any common mode, 1-40 pixels each way, PNG or TIFF or JPEG."""
     w, h = draw(st.integers(1, 40)), draw(st.integers(1, 40))
-    mode = draw(st.sampled_from(["1", "L", "P", "RGB", "RGBA", "LA", "I;16", "I", "F"]))
+    mode = draw(st.sampled_from(list(FORMATS_OF)))
     seed = draw(st.integers(0, 2**16))
     arr = np.random.default_rng(seed).random((h, w))
     if mode in ("I;16", "I"):
@@ -67,7 +74,7 @@ def small_image(draw) -> bytes:
         img = Image.fromarray((arr * draw(st.sampled_from([1.0, 255.0, -3.0]))).astype(np.float32))
     else:
         img = Image.fromarray((arr * 255).astype(np.uint8)).convert(mode)
-    fmt = draw(st.sampled_from(["PNG", "TIFF"] + (["JPEG"] if mode in ("L", "RGB") else [])))
+    fmt = draw(st.sampled_from(FORMATS_OF[mode]))
     out = io.BytesIO()
     img.save(out, format=fmt)
     return out.getvalue()
@@ -141,8 +148,8 @@ def fuzzer(app, path: str, form: dict[str, Any], seen: list[int]):
 
 
 def test_every_post_endpoint_answers_fuzzed_requests_without_5xx(apps):
-    endpoints = [(app, path, form) for app, targets in apps
-                 for path, form in post_endpoints(app, targets)]
+    endpoints = [(app, path, form) for app, session in apps
+                 for path, form in post_endpoints(app, session.targets)]
     paths = {path for _, path, _ in endpoints}
     assert {"/v1/classify", "/v1/restore", "/v1/energy"} <= paths, paths
     started = time.perf_counter()
@@ -152,3 +159,74 @@ def test_every_post_endpoint_answers_fuzzed_requests_without_5xx(apps):
         # the fuzzing reached past validation: some requests succeeded, some were refused
         assert 200 in seen and any(400 <= s < 500 for s in seen), (path, sorted(set(seen)))
     assert time.perf_counter() - started < 120
+
+
+# ----------------------------------------------------------------------------- /v2 (OIP)
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                  max_size=4),
+    max_leaves=12)
+
+
+@st.composite
+def infer_body(draw, shape: list[int]) -> tuple[bytes, dict[str, str]]:
+    """An Open Inference Protocol infer request: near-valid tensors (right name, shapes and
+    counts drawn around the model's) or any JSON, as JSON or with a binary part."""
+    dims = [draw(st.integers(-2, 40)) if d == -1 else
+            draw(st.sampled_from([d, d, 0, d + 1, -d])) for d in shape]
+    count = max(0, min(int(np.prod([max(d, 0) for d in dims])), 4096))
+    data = draw(st.one_of(st.just([0.5] * count), st.lists(st.floats(), max_size=8),
+                          JSON_VALUES))
+    tensor = {"name": draw(st.sampled_from(["images", "x", ""])), "shape": dims,
+              "datatype": draw(st.sampled_from(["FP32", "FP32", "INT8", "BYTES"])),
+              "data": data}
+    request = draw(st.one_of(st.just({"inputs": [tensor]}), JSON_VALUES))
+    body = json.dumps(request).encode()
+    if draw(st.booleans()):
+        return body, {}
+    extra = draw(st.binary(max_size=64))
+    length = draw(st.one_of(st.just(str(len(body))), st.integers().map(str),
+                            st.text(st.characters(min_codepoint=32, max_codepoint=126),
+                                    max_size=4)))
+    return body + extra, {"Inference-Header-Content-Length": length}
+
+
+async def send_raw(app, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, float]:
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://fuzz") as client:
+        start = time.perf_counter()
+        r = await client.post(path, content=body, headers=headers)
+        return r.status_code, time.perf_counter() - start
+
+
+def oip_fuzzer(app, name: str, shape: list[int], seen: list[int]):
+    """A hypothesis test of one model's infer endpoint; ``seen`` collects the status codes."""
+
+    @settings(max_examples=EXAMPLES // 2, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(request=infer_body(shape))
+    def fuzz(request: tuple[bytes, dict[str, str]]) -> None:
+        status, took = asyncio.run(send_raw(app, f"/v2/models/{name}/infer", *request))
+        seen.append(status)
+        assert status < 500, (name, status, request[0][:200])
+        assert took < SLOW_S, (name, took)
+
+    return fuzz
+
+
+def test_open_inference_protocol_infer_answers_fuzzed_requests_without_5xx(apps):
+    from enfold.runtime.oip import build_models
+
+    started = time.perf_counter()
+    checked = 0
+    for app, session in apps:
+        for name, model in build_models(session, 16, 5.0).items():
+            shape = model.shape("input")
+            seen: list[int] = []
+
+            oip_fuzzer(app, name, shape, seen)()
+            assert any(400 <= s < 500 for s in seen), (name, sorted(set(seen)))
+            checked += 1
+    assert checked >= 2 and time.perf_counter() - started < 120
