@@ -88,6 +88,8 @@ def test_metadata_health_and_config(servers):
         assert config["max_batch_size"] == 16 and config["name"] == name
         assert json.loads(config["parameters"]["mean"]["string_value"]) == [0.5, 0.5, 0.5]
     assert not c.is_model_ready("classifier")  # the checkpoint serves no classifier
+    index = {m["name"]: m["state"] for m in c.get_model_repository_index()}
+    assert index == {name: "READY" for name in expected}
     meta = client(servers["classifier"]).get_model_metadata("classifier")
     assert meta["platform"] == "onnxruntime_onnx"
     assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
@@ -192,6 +194,8 @@ def test_malformed_requests_get_4xx_and_the_server_stays_up(servers):
     r = httpx.post(f"{url}/v2/models/nosuch/infer", content=b"{}", timeout=30)
     assert r.status_code == 404 and "classifier" in r.json()["error"]
     assert httpx.get(f"{url}/v2/models/classifier/versions/7", timeout=30).status_code == 404
+    r = httpx.get(f"{url}/v2/no/such/endpoint", timeout=30)
+    assert r.status_code == 404 and "unknown endpoint" in r.json()["error"]
     # tritonclient surfaces the server's message
     c = client(url)
     with pytest.raises(InferenceServerException, match="unknown input 'pixels'"):

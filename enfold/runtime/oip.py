@@ -7,6 +7,7 @@
     GET  /v2/models/{name}/config           Triton's model configuration (JSON form)
     GET  /v2/models/{name}/stats            inference and execution counts
     POST /v2/models/{name}/infer            JSON tensors, or the binary tensor extension
+    POST /v2/repository/index               the served models, all READY
 
 Each served target is one model, named and shaped exactly as the Triton repository entry that
 ``enfold export --triton-repo`` writes for the same artifact (both come from
@@ -348,5 +349,14 @@ def oip_router(session: Any, max_batch: int, max_wait_ms: float) -> tuple[Any, l
     @router.post("/v2/models/{name}/versions/{model_version}/infer")
     async def infer_versioned(request: Request, name: str, model_version: str) -> Any:
         return await guarded(_infer, request, name, model_version)
+
+    @router.post("/v2/repository/index")
+    async def repository_index() -> list[dict[str, str]]:
+        return [{"name": name, "version": VERSION, "state": "READY"} for name in sorted(models)]
+
+    # registered last: any other /v2 path gets the protocol's error form, not FastAPI's
+    @router.api_route("/v2/{path:path}", methods=["GET", "POST"])
+    async def unknown(path: str) -> JSONResponse:
+        return error(f"unknown endpoint /v2/{path}", 404)
 
     return router, [m.batcher for m in models.values()]
