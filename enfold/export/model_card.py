@@ -220,7 +220,15 @@ def render_card(out_dir: Path, exports: list[tuple[Path, dict[str, Any]]]) -> st
         lines.append(f"| `{artifact.name}` | {meta['target']} | {meta['format']} | "
                      f"{meta.get('precision', 'fp32')} | {_io(meta)} |")
     lines += ["", "Inputs are pixels in [0, 1] normalised with the mean and std below; "
-              "`enfold.runtime.load(file)` does that for you (docs/deployment.md).", ""]
+              "`enfold.runtime.load(file)` does that for you (docs/deployment.md).", "",
+              "## Intended use", ""]
+    uses = {"classifier": "classify images like the fine-tuning data into its classes",
+            "encoder": "features for fine-tuning, linear probes or retrieval (timm weights: "
+                       "`timm.create_model` with this folder's config.json)",
+            "energy": "score images: a low energy means like the training data, a high one "
+                      "unlike it (a novelty score, not a calibrated probability)",
+            "restorer": "restore images degraded by the pretext task it was trained on"}
+    lines += [f"- {target}: {uses[target]}" for target in targets] + [""]
     by_checkpoint: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for artifact, meta in exports:
         by_checkpoint.setdefault(meta.get("checkpoint", "unknown"), []).append((artifact, meta))
