@@ -219,8 +219,9 @@ def render_card(out_dir: Path, exports: list[tuple[Path, dict[str, Any]]]) -> st
     for artifact, meta in exports:
         lines.append(f"| `{artifact.name}` | {meta['target']} | {meta['format']} | "
                      f"{meta.get('precision', 'fp32')} | {_io(meta)} |")
-    lines += ["", "Inputs are pixels in [0, 1] normalised with the mean and std below; "
-              "`enfold.runtime.load(file)` does that for you (docs/deployment.md).", "",
+    lines += ["", "Inputs are pixels in [0, 1] normalised with the mean and std below: "
+              "`enfold.runtime.load(file)` does that for the runnable artifacts, timm's "
+              "`resolve_data_config` for timm weights (docs/deployment.md).", "",
               "## Intended use", ""]
     uses = {"classifier": "classify images like the fine-tuning data into its classes",
             "encoder": "features for fine-tuning, linear probes or retrieval (timm weights: "
