@@ -33,7 +33,7 @@ class ModelConfig:
     embed_dim: int | None = None
     num_heads: int | None = None
     drop_path: float = 0.0
-    energy_head: Literal["sqnorm", "linear"] = "sqnorm"
+    energy_head: Literal["sqnorm", "linear", "recon"] = "sqnorm"  # recon: 0.5 ||x - N(x)||^2
     steps: int = 2  # K, restoration steps during training
     step_size: float = 0.1  # initial alpha_k
     learn_step_sizes: bool = True

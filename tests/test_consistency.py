@@ -99,3 +99,23 @@ def test_backprop_through_the_last_step_only():
     assert values["all"] == pytest.approx(values["last"], rel=1e-6)  # same forward
     assert grads["last"][:2].abs().max() == 0  # earlier step sizes get no gradient
     assert grads["last"][2] != 0 and grads["all"][:2].abs().max() > 0
+
+
+def test_reconstruction_energy_maps_each_token_to_its_own_patch():
+    from enfold.model.heads import ReconstructionEnergy
+
+    head = ReconstructionEnergy(dim=4, patch=2, in_chans=1)
+    torch.nn.init.zeros_(head.proj.weight)
+    tokens = torch.zeros(1, 4, 4)  # a 2x2 grid of tokens
+    with torch.no_grad():
+        head.proj.bias.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))  # one 2x2 patch, row-major
+        tokens[0, :, 0] = torch.arange(4.0)
+        head.proj.weight[:, 0] = 10.0  # token t adds 10 * t to every pixel of its patch
+    recon = head.reconstruct(tokens, 4)[0, 0]
+    assert recon.tolist() == [[1, 2, 11, 12], [3, 4, 13, 14], [21, 22, 31, 32], [23, 24, 33, 34]]
+    x = torch.zeros(1, 1, 4, 4)
+    assert head(tokens, x).item() == pytest.approx(0.5 * recon.pow(2).mean().item())
+    _, model = _tiny(["model.energy_head=recon", "model.step_size=1.0"])
+    loss, _ = model(torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16), torch.ones(2, 1, 16, 16))
+    loss.backward()
+    assert model.head.proj.weight.grad.abs().sum() > 0

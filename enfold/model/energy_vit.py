@@ -46,7 +46,8 @@ class EnergyViT(nn.Module):
         if model_cfg.step_size <= 0:
             raise ConfigError(f"model.step_size must be positive, got {model_cfg.step_size}")
         self.vit = build_backbone(model_cfg)
-        self.head = build_energy_head(model_cfg.energy_head, self.vit.embed_dim)
+        self.head = build_energy_head(model_cfg.energy_head, self.vit.embed_dim,
+                                      model_cfg.patch_size, model_cfg.in_chans)
         # The final norm serves the classifier only; frozen here it stays at its identity init
         # and DDP sees no unused trainable parameter.
         self.vit.norm.requires_grad_(False)
@@ -117,6 +118,8 @@ class EnergyViT(nn.Module):
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """One scalar energy per image: ``(B, C, H, W) -> (B,)``. Low means like the data."""
+        if getattr(self.head, "needs_image", False):  # the reconstruction energy
+            return self.head(self.features(x), x)
         return self.head(self.features(x))
 
     def step_sizes(self, steps: int | None = None) -> torch.Tensor:
