@@ -21,15 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import (
-    PRETRAIN,
-    ROOT,
-    finetune_arm,
-    finished_pretraining,
-    last_record,
-    machine,
-    shown,
-)
+import common
 from results_doc import write_section
 
 # The recipe every variant starts from, spelled out so the table does not move when the shipped
@@ -76,15 +68,15 @@ def measure(name: str, what: str, overrides: list[str], steps: int, args: argpar
 
     out = args.out / name.replace(" ", "-").replace("=", "").replace(",", "").replace("'", "")
     # eval.every=0: one held-out evaluation at the end; the PSNR is always of the mask task
-    cfg = load_config(PRETRAIN, [f"train.max_steps={steps}", "eval.every=0",
+    cfg = load_config(common.PRETRAIN, [f"train.max_steps={steps}", "eval.every=0",
                                           *REFERENCE, *overrides])
-    reused = finished_pretraining(out / "pretrain", cfg)
+    reused = common.finished_pretraining(out / "pretrain", cfg)
     ckpt = run_pretrain(cfg, out / "pretrain")  # resumes (returns) a finished run
     minutes = training_minutes(read_metrics(out / "pretrain" / "metrics.jsonl"),
                                cfg.data.batch_size)
-    psnr = last_record(out / "pretrain", "eval/mask/psnr_restored")
-    probe = [finetune_arm("linear", s, checkpoint=ckpt, out=out).top1 for s in args.seeds]
-    knn = finetune_arm("knn", args.seeds[0], checkpoint=ckpt, out=out).top1
+    psnr = common.last_record(out / "pretrain", "eval/mask/psnr_restored")
+    probe = [common.finetune_arm("linear", s, checkpoint=ckpt, out=out).top1 for s in args.seeds]
+    knn = common.finetune_arm("knn", args.seeds[0], checkpoint=ckpt, out=out).top1
     result = {"name": name, "what": what, "steps": steps, "psnr_in": psnr["eval/mask/psnr_input"],
               "psnr_out": psnr["eval/mask/psnr_restored"], "knn": knn, "probe": probe,
               "minutes": minutes}
@@ -100,8 +92,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="pretraining steps per variant")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="*", default=None, help="run these variants only")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ablations")
-    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
+    parser.add_argument("--out", type=Path, default=common.ROOT / "runs" / "ablations")
+    parser.add_argument("--results", type=Path, default=common.ROOT / "docs" / "RESULTS.md")
     args = parser.parse_args()
 
     t0 = time.time()
@@ -125,10 +117,10 @@ def main() -> None:
         "digits-ssl.yaml` with masking only, as it was before this ablation; `REFERENCE` in the "
         f"script) with one change, {args.steps} pretraining steps (pretraining seed 0), then "
         f"kNN (seed {args.seeds[0]}) and a linear probe (10 labels per class, seeds "
-        f"{', '.join(map(str, args.seeds))}). {machine()}; "
+        f"{', '.join(map(str, args.seeds))}). {common.machine()}; "
         f"took {(time.time() - t0) / 60:.1f} min"
         + (f" ({reused} of {len(rows)} pretraining runs read back from finished runs in "
-           f"`{shown(args.out)}`; their minutes are from their logs)" if reused else "")
+           f"`{common.shown(args.out)}`; their minutes are from their logs)" if reused else "")
         + ".",
         "",
         "| variant | tests | mask PSNR input -> restored (dB) | kNN top-1 | linear probe top-1 |"
