@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch and torchvision are pinned as a pair: a mismatched torchvision fails to import.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data demo test lint bench clean
+.PHONY: setup data demo restorers test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,15 @@ demo: setup  ## pretrain, fine-tune and evaluate on the embedded digits -> runs/
 		--target classifier --format onnx --out runs/demo/export
 	$(BIN)/enfold export --checkpoint runs/demo/pretrain/checkpoint-last.pt \
 		--target restorer --steps 2 --format onnx --out runs/demo/export
+
+RESTORERS := noise sr sr4 mask gray shuffle
+
+restorers: setup data  ## train the shipped restorers and export each to ONNX -> exports/restorers/<task>/
+	@for t in $(RESTORERS); do \
+		$(BIN)/enfold pretrain --config configs/pretrain/restore-$$t.yaml --out runs/restore/$$t \
+		&& $(BIN)/enfold export --checkpoint runs/restore/$$t/checkpoint-last.pt \
+			--target restorer --format onnx --out exports/restorers/$$t || exit 1; \
+	done
 
 test: setup  ## the whole test suite (CPU, tiny models)
 	$(BIN)/python -m pytest -q
