@@ -25,7 +25,7 @@ import asyncio
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +33,10 @@ import torch
 from enfold.errors import EnfoldError
 from enfold.export.triton_repo import entry_name, model_config, output_dims
 from enfold.runtime.batching import MicroBatcher
+from enfold.runtime.session import InferenceSession
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
 VERSION = "1"  # every served model has one version, as in a Triton repository entry
 HEADER_LENGTH = "inference-header-content-length"  # binary tensor extension
@@ -81,7 +85,8 @@ class OipModel:
                 "inputs": [describe("input")], "outputs": [describe("output")]}
 
 
-def build_models(session: Any, max_batch: int, max_wait_ms: float) -> dict[str, OipModel]:
+def build_models(session: InferenceSession, max_batch: int,
+                 max_wait_ms: float) -> dict[str, OipModel]:
     """An :class:`OipModel` (and its batcher) for every target ``session`` serves."""
     models = {}
     fmt = session.metadata.get("format", "checkpoint")
@@ -105,7 +110,7 @@ def build_models(session: Any, max_batch: int, max_wait_ms: float) -> dict[str, 
     return models
 
 
-def _run(session: Any, target: str, x: np.ndarray) -> np.ndarray:
+def _run(session: InferenceSession, target: str, x: np.ndarray) -> np.ndarray:
     # The artifact's own input space: the session's runner and batch-size handling, without the
     # pixel normalisation its classify/restore/energy methods add (clients normalise).
     return session._run(target, np.ascontiguousarray(x, dtype=np.float32))
@@ -247,7 +252,8 @@ def encode_response(model: OipModel, request: dict[str, Any], rows: np.ndarray,
 # ----------------------------------------------------------------------------- the router
 
 
-def oip_router(session: Any, max_batch: int, max_wait_ms: float) -> tuple[Any, list[MicroBatcher]]:
+def oip_router(session: InferenceSession, max_batch: int, max_wait_ms: float
+               ) -> tuple["APIRouter", list[MicroBatcher]]:
     """A FastAPI router speaking the protocol for ``session``, and the batchers to stop at
     shutdown."""
     from importlib.metadata import PackageNotFoundError, version
@@ -356,7 +362,8 @@ def oip_router(session: Any, max_batch: int, max_wait_ms: float) -> tuple[Any, l
 
     # registered last: any other /v2 path gets the protocol's error form, not FastAPI's
     @router.api_route("/v2/{path:path}", methods=["GET", "POST"])
-    async def unknown(path: str) -> JSONResponse:
-        return error(f"unknown endpoint /v2/{path}", 404)
+    async def unknown(request: Request, path: str) -> JSONResponse:
+        hint = " (infer takes POST)" if path.endswith("/infer") else ""
+        return error(f"unknown endpoint {request.method} /v2/{path}{hint}", 404)
 
     return router, [m.batcher for m in models.values()]
