@@ -27,7 +27,7 @@ from enfold.artifact.runners import (
     TorchBackend,
     TorchScriptBackend,
 )
-from enfold.artifact.sidecar import read_sidecar
+from enfold.artifact.sidecar import read_sidecar, sidecar_path
 from enfold.artifact.targets import CHECKPOINT_TARGETS
 from enfold.artifact.tensorrt_engine import import_tensorrt, require_gpu
 from enfold.errors import EnfoldError
@@ -196,7 +196,7 @@ def _artifact_for(path: Path, meta: dict[str, Any], backend: str) -> Path:
     if meta.get("format") == fmt:
         return path
     sibling = path.with_suffix(SUFFIX[fmt])
-    if sibling.is_file() and Path(str(sibling) + ".json").is_file():
+    if sibling.is_file() and sidecar_path(sibling).is_file():
         other = read_sidecar(sibling)
         same = all(other.get(k) == meta.get(k) for k in ("target", "checkpoint_sha256",
                                                          "steps", "task", "precision"))

@@ -7,6 +7,7 @@ from typing import Any
 
 from enfold.artifact.formats import FORMATS as ARTIFACT_FORMATS
 from enfold.artifact.formats import SUFFIX
+from enfold.artifact.sidecar import sidecar_path
 from enfold.errors import EnfoldError
 from enfold.export.graphs import build_spec
 
@@ -89,7 +90,7 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
                          timing_cache=out_dir / "timing.cache")
             write_sidecar(path, {**spec.metadata, "format": "tensorrt", "precision": precision,
                                  "batch_profile": [lo, opt, hi]})
-    result: dict[str, Any] = {"artifact": str(path), "sidecar": str(path) + ".json"}
+    result: dict[str, Any] = {"artifact": str(path), "sidecar": str(sidecar_path(path))}
     if validate:
         from enfold.export.validate import validate_artifact
 
