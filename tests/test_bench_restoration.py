@@ -1,0 +1,47 @@
+"""benchmarks/restoration.py: the goals table is computed from the measurements, the ablation
+list builds valid configs."""
+
+from __future__ import annotations
+
+import sys
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import restoration  # noqa: E402
+
+
+def _rows(task: str, **psnr: float | None) -> list[dict]:
+    return [{"task": task, "method": m, "psnr": v} for m, v in psnr.items()]
+
+
+def _all_rows(**noise: float | None) -> list[dict]:
+    return [*_rows("noise", **noise), *_rows("sr", input=25.0, enfold=28.5, bicubic=27.0),
+            *_rows("sr4", input=20.0, enfold=20.5, bicubic=21.0),
+            *_rows("mask", input=10.0, enfold=9.0, biharmonic=5.0),
+            *_rows("gray", input=16.0, enfold=19.5), *_rows("shuffle", input=12.0, enfold=14.0)]
+
+
+def test_goals_follow_the_measurements():
+    goals = {g["task"]: g for g in restoration.goal_rows(
+        _all_rows(input=20.0, enfold=31.5, tv=29.0, nl_means=30.0, bm3d=None))}
+    # BM3D not installed: the best classical anchor is the best of those measured
+    assert goals["noise"]["anchor"] == "nl_means" and goals["noise"]["met"]
+    assert abs(goals["noise"]["gap"] - 0.5) < 1e-9
+    assert goals["sr"]["met"] and not goals["sr4"]["met"]
+    assert abs(goals["sr4"]["gap"] - (20.5 - 22.0)) < 1e-9
+    # never below the degraded input, even when the classical anchor is worse than it
+    assert goals["mask"]["goal"] == 10.0 and not goals["mask"]["met"]
+    assert goals["gray"]["met"] and not goals["shuffle"]["met"]
+
+
+def test_ablations_build_configs():
+    names = set()
+    for ab in restoration.ABLATIONS:
+        cfg = restoration.task_config(ab.task, [*ab.overrides, "train.max_steps=5"])
+        assert cfg.train.max_steps == 5 and ab.dirname not in names
+        names.add(ab.dirname)
+        assert set(ab.scored or (ab.task,)) <= set(restoration.TASKS)
+    mixed = restoration.task_config("mixed", restoration.ABLATIONS[-1].overrides)
+    assert sorted(mixed.corrupt.tasks) == sorted(restoration.ALL)
+
