@@ -10,6 +10,7 @@ Backends return CPU float32 tensors. Optional libraries are imported when a back
 
 from __future__ import annotations
 
+import json
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -31,6 +32,9 @@ class Backend(ABC):
     detail: str = ""  # e.g. the execution provider
     fixed_batch: int | None = None  # the only batch size the artifact accepts
     batch_range: tuple[int, int] | None = None  # (min, max) batch the artifact accepts
+    # the metadata the loaded file itself carries (inside the ONNX model or TorchScript archive,
+    # or derived from the checkpoint), to check the sidecar against; None when it carries none
+    embedded: dict[str, Any] | None = None
 
     @abstractmethod
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,6 +61,7 @@ class TorchBackend(Backend):
         self.spec = torch_target(checkpoint, target, steps, task)
         self.module = self.spec.module.to(device)
         self.device = device
+        self.embedded = self.spec.metadata
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():  # the restorer's input gradient comes from torch.func.grad inside
@@ -73,8 +78,11 @@ class TorchScriptBackend(Backend):
             raise EnfoldError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu")
         with warnings.catch_warnings():  # torch.jit.load's deprecation notice, not the user's
             warnings.simplefilter("ignore", FutureWarning)
+            extra = {"enfold.json": ""}
             try:
-                self.module = torch.jit.load(str(path), map_location=device).eval()
+                self.module = torch.jit.load(str(path), map_location=device,
+                                             _extra_files=extra).eval()
+                self.embedded = json.loads(extra["enfold.json"]) if extra["enfold.json"] else None
             except Exception as exc:  # a damaged file or a torch.save zip renamed to .ts
                 why = " ".join(str(exc).split())[:300] or type(exc).__name__
                 raise EnfoldError(f"{path} is not a TorchScript module ({why}); export it "
@@ -101,6 +109,12 @@ class OnnxRuntimeBackend(Backend):
         self.input_name = self.session.get_inputs()[0].name
         self.device = "cpu" if provider == "cpu" else "cuda"
         self.detail = self.session.get_providers()[0]
+        props = self.session.get_modelmeta().custom_metadata_map  # JSON-encoded by the export
+        try:
+            self.embedded = {k: json.loads(v) for k, v in props.items()} or None
+        except ValueError as exc:
+            raise EnfoldError(f"{path} carries metadata that is not JSON ({exc}); export it "
+                              "again (enfold export ... --format onnx)") from exc
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: x.detach().cpu().float().numpy()})[0]

@@ -27,7 +27,7 @@ from enfold.artifact.runners import (
     TorchBackend,
     TorchScriptBackend,
 )
-from enfold.artifact.sidecar import read_sidecar, sidecar_path
+from enfold.artifact.sidecar import check_agrees, read_sidecar, sidecar_path, verify_artifact
 from enfold.artifact.targets import CHECKPOINT_TARGETS
 from enfold.artifact.tensorrt_engine import import_tensorrt, require_gpu
 from enfold.errors import EnfoldError
@@ -99,6 +99,9 @@ class InferenceSession:
         """``[(label, probability), ...]`` best first, for each row of ``classify``'s output."""
         p = probs.numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
         names = self.class_names
+        if p.ndim != 2 or p.shape[1] != len(names):
+            raise EnfoldError(f"{len(names)} class names for scores of shape {tuple(p.shape)}: "
+                              "the model's metadata does not match its outputs; re-export it")
         order = np.argsort(-p, axis=1, kind="stable")[:, :k]
         return [[(names[int(i)], float(row[i])) for i in idx] for row, idx in zip(p, order,
                                                                                   strict=True)]
@@ -236,6 +239,7 @@ def build_runner(backend: str, path: Path, meta: dict[str, Any], device: str,
     artifact = _artifact_for(path, meta, backend)
     if artifact != path:
         meta = read_sidecar(artifact)
+    verify_artifact(artifact, meta)  # the file is the one its sidecar describes
     if backend == "torchscript":
         return TorchScriptBackend(artifact, meta, device)
     if backend == "onnxruntime":
@@ -264,4 +268,21 @@ def open_artifact(path: str | Path, backend: str, device: str = "cpu",
     path = Path(path)
     meta = read_sidecar(path)
     runner = build_runner(backend, path, meta, device, provider)
-    return InferenceSession({**meta, "targets": [meta["target"]]}, {meta["target"]: runner})
+    if runner.embedded:  # the sidecar must say what the file (or checkpoint) itself says
+        source = ("the checkpoint it was exported from" if backend == "torch" else
+                  "the metadata inside the artifact")
+        check_agrees(meta, runner.embedded, source, str(sidecar_path(path)))
+    session = InferenceSession({**meta, "targets": [meta["target"]]}, {meta["target"]: runner})
+    if meta["target"] == "classifier":
+        _check_class_count(session, path)
+    return session
+
+
+def _check_class_count(session: InferenceSession, path: Path) -> None:
+    """One class name per output of the classifier (one probe call tells the outputs)."""
+    probe = np.zeros((1, session.in_chans, session.img_size, session.img_size), np.float32)
+    outputs = session.raw("classifier", probe).shape[-1]
+    names = session.class_names
+    if len(names) != outputs:
+        raise EnfoldError(f"{sidecar_path(path)} names {len(names)} classes but {path} has "
+                          f"{outputs} outputs; export it again with `enfold export`")

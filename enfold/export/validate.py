@@ -19,7 +19,7 @@ import torch
 from enfold.artifact.formats import FORMAT_BACKEND
 from enfold.artifact.runners import TorchBackend
 from enfold.artifact.session import open_artifact
-from enfold.artifact.sidecar import read_sidecar
+from enfold.artifact.sidecar import check_agrees, read_sidecar, sidecar_path
 from enfold.errors import EnfoldError
 
 # max |artifact - pytorch| allowed, by precision (outputs: logits, features, energy, image).
@@ -107,6 +107,14 @@ def validate_artifact(artifact: str | Path, checkpoint: str, batches: tuple[int,
     session = open_artifact(artifact, FORMAT_BACKEND[meta["format"]], device)
     reference = TorchBackend(checkpoint, target, "cpu", steps=meta.get("steps"),
                              task=meta.get("task"))
+    # every sidecar field that changes results (sizes, normalisation, class names, steps, step
+    # sizes, task settings) must be the checkpoint's: equal outputs alone would not show an
+    # edited mean or a wrong class list
+    try:
+        check_agrees(meta, reference.spec.metadata, f"the checkpoint {checkpoint}",
+                     str(sidecar_path(artifact)))
+    except EnfoldError as exc:
+        raise ValidationError(str(exc)) from exc
     (pixels, clean, weight), cfg = heldout_pixels(checkpoint, meta, count)
     inputs = normalize(pixels, cfg.data.mean, cfg.data.std)
 

@@ -1,0 +1,118 @@
+"""Case 5 of the hostile-inputs issue: sidecars and artifacts that were edited after export.
+The sidecar records the artifact's sha256 and loading checks it; loading compares the sidecar
+with the metadata inside the artifact; ``enfold validate`` compares it with the checkpoint;
+impossible values (std 0, sizes <= 0, class names that do not match the outputs) are errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_runs import train_tiny
+
+from enfold.artifact.sidecar import read_sidecar, sidecar_path
+from enfold.errors import EnfoldError
+from enfold.export.export import export_artifact
+from enfold.runtime import load
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sidecar")
+    runs = train_tiny(root, steps=2)
+    out = root / "exports"
+    arts = {fmt: Path(export_artifact(str(runs["finetune"]), "classifier", fmt, out,
+                                      validate=False)["artifact"])
+            for fmt in ("onnx", "torchscript")}
+    arts["energy"] = Path(export_artifact(str(runs["pretrain"]), "energy", "onnx", out,
+                                          validate=False)["artifact"])
+    return {**runs, **arts}
+
+
+def tampered(src: Path, dest_dir: Path, edit=None, data: bytes | None = None) -> Path:
+    """A copy of artifact ``src`` in ``dest_dir`` whose sidecar went through ``edit`` (a
+    function of the parsed JSON) or whose bytes are ``data``."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / src.name
+    shutil.copy(src, dest)
+    meta = json.loads(sidecar_path(src).read_text())
+    sidecar_path(dest).write_text(json.dumps(edit(meta) if edit else meta))
+    if data is not None:
+        dest.write_bytes(data)
+    return dest
+
+
+def test_sidecar_records_the_artifacts_sha256_and_loading_checks_it(exports, tmp_path):
+    from enfold.pipeline.checkpoint import file_sha256
+
+    for fmt in ("onnx", "torchscript"):
+        art = exports[fmt]
+        assert read_sidecar(art)["sha256"] == file_sha256(art)
+        bad = tampered(art, tmp_path / fmt, data=art.read_bytes() + b"\0")
+        with pytest.raises(EnfoldError, match="sha256 differs"):
+            load(bad)
+        unhashed = tampered(art, tmp_path / f"{fmt}-old",
+                            edit=lambda m: {k: v for k, v in m.items() if k != "sha256"})
+        with pytest.warns(UserWarning, match="records no sha256"):
+            load(unhashed)  # exported before the hash was recorded: usable, with a warning
+
+
+EDITS = {
+    # name: (edit of the sidecar, text of the error)
+    "mean": (lambda m: {**m, "mean": [0.9, 0.9, 0.9]}, "disagrees with the metadata inside"),
+    "std-changed": (lambda m: {**m, "std": [0.1, 0.1, 0.1]}, "on std"),
+    "std-zero": (lambda m: {**m, "std": [0.0, 0.0, 0.0]}, "std must be positive"),
+    "img-size": (lambda m: {**m, "img_size": 16}, "on img_size"),
+    "img-size-negative": (lambda m: {**m, "img_size": -4}, "img_size must be a positive"),
+    "three-class-names": (lambda m: {**m, "class_names": ["a", "b", "c"]}, "class_names"),
+    "renamed-classes": (lambda m: {**m, "class_names": m["class_names"][::-1]}, "class_names"),
+    "no-format": (lambda m: {k: v for k, v in m.items() if k != "format"}, "missing format"),
+    "no-target": (lambda m: {k: v for k, v in m.items() if k != "target"}, "missing target"),
+    "a-list": (lambda m: [m], "a JSON object, not list"),
+}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("case", list(EDITS))
+def test_an_edited_sidecar_is_an_error_at_load(exports, tmp_path, case, fmt):
+    edit, message = EDITS[case]
+    with pytest.raises(EnfoldError, match=message):
+        load(tampered(exports[fmt], tmp_path, edit=edit))
+
+
+def test_a_sidecar_that_is_not_json_is_one_line_through_the_cli(exports, tmp_path, monkeypatch,
+                                                                capsys):
+    from enfold.cli.app import main
+
+    bad = tampered(exports["onnx"], tmp_path)
+    sidecar_path(bad).write_text("{not json")
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(image)
+    monkeypatch.setattr(sys, "argv", ["enfold", "predict", str(image), "--model", str(bad),
+                                      "--backend", "onnxruntime"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "not a readable JSON sidecar" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_validate_compares_every_result_field_with_the_checkpoint(exports, tmp_path):
+    """An artifact whose sidecar and file agree, checked against a checkpoint whose
+    normalisation differs: validation fails naming the fields, whatever the outputs."""
+    from enfold.export.validate import ValidationError, validate_artifact
+
+    state = torch.load(exports["pretrain"], weights_only=True)
+    state["config"]["data"]["mean"] = [0.25, 0.25, 0.25]
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+    with pytest.raises(ValidationError, match=r"on mean.*checkpoint_sha256|mean, .*sha256"):
+        validate_artifact(exports["energy"], str(other), batches=(1,))
+    report = validate_artifact(exports["energy"], str(exports["pretrain"]), batches=(1,))
+    assert report["passed"]
