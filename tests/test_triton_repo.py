@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 from tiny_runs import shared_tiny
 
 from enfold.artifact.sidecar import read_sidecar, write_sidecar
@@ -167,10 +166,17 @@ def test_pbtxt_escapes_strings():
 def test_cli_export_writes_repository_and_card(exports):
     root = exports["root"]
     out, repo = root / "cli-export", root / "cli-repo"
-    proc = run_cli("export", "--checkpoint", str(exports["runs"]["finetune"]), "--target",
-                   "classifier", "--format", "torchscript", "--out", str(out), "--batch", "1:2:8",
-                   "--triton-repo", str(repo))
-    assert "Triton entry" in proc.stdout
+    from typer.testing import CliRunner
+
+    from enfold.cli.app import app
+
+    # the Typer app in this process: the options' plumbing, without a second interpreter start
+    result = CliRunner().invoke(app, [
+        "export", "--checkpoint", str(exports["runs"]["finetune"]), "--target", "classifier",
+        "--format", "torchscript", "--out", str(out), "--batch", "1:2:8",
+        "--triton-repo", str(repo)])
+    assert result.exit_code == 0, result.output
+    assert "Triton entry" in result.output
     config = parse(repo / "classifier" / "config.pbtxt")
     assert config.max_batch_size == 8
     card = (out / "README.md").read_text()
