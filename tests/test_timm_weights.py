@@ -13,6 +13,7 @@ from tiny_runs import shared_tiny
 from enfold.errors import EnfoldError
 from enfold.export.export import export_artifact
 from enfold.export.graphs import build_spec
+from enfold.export.timm_weights import validate_timm_weights
 from enfold.export.validate import heldout_inputs
 
 
@@ -87,6 +88,24 @@ def test_weights_hold_timm_keys_and_shapes(runs, tmp_path):
     assert config["enfold"]["checkpoint_stage"] == "pretrain"
     card = (tmp_path / "README.md").read_text()
     assert "model.safetensors" in card and "max_abs_error" in card
+
+
+def test_validate_command_checks_timm_weights(runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from enfold.cli.app import app
+    from enfold.export.validate import ValidationError
+
+    export_artifact(str(runs["pretrain"]), "encoder", "safetensors", tmp_path, validate=False)
+    weights = str(tmp_path / "model.safetensors")
+    ok = CliRunner().invoke(app, ["validate", weights, "--checkpoint", str(runs["pretrain"])])
+    assert ok.exit_code == 0 and "passed: True" in ok.output, ok.output
+    # the fine-tuned checkpoint has other weights: the check must see it
+    other = CliRunner().invoke(app, ["validate", weights, "--checkpoint", str(runs["finetune"])])
+    assert isinstance(other.exception, ValidationError)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(EnfoldError, match="lacks config.json"):
+        validate_timm_weights(tmp_path, str(runs["pretrain"]))
 
 
 def test_only_the_encoder_becomes_timm_weights(runs, tmp_path):

@@ -142,7 +142,8 @@ def export(
 
 @app.command("validate")
 def validate_cmd(
-    artifact: Path = typer.Argument(..., help="An exported .onnx, .ts or .engine file."),
+    artifact: Path = typer.Argument(..., help="An exported .onnx, .ts or .engine file, or "
+                                    "model.safetensors (timm weights)."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="The checkpoint it came from."),
     tolerance: float | None = typer.Option(None, help="Max abs error (default: by precision)."),
     batches: str = typer.Option("1,3,8", help="Batch sizes to check, comma-separated."),
@@ -151,6 +152,11 @@ def validate_cmd(
     from enfold.export.validate import validate_artifact
     from enfold.runtime.bench import parse_batches
 
+    if artifact.suffix == ".safetensors":  # timm weights: timm's own loader vs enfold
+        from enfold.export.timm_weights import validate_timm_weights
+
+        _print_report(validate_timm_weights(artifact.parent, str(checkpoint)))
+        return
     sizes = tuple(parse_batches(batches, "--batches"))
     _print_report(validate_artifact(artifact, str(checkpoint), sizes, tolerance=tolerance))
 

@@ -96,6 +96,10 @@ def load_timm_model(folder: str | Path, num_classes: int = 0) -> torch.nn.Module
     import timm
 
     folder = Path(folder)
+    missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / name).is_file()]
+    if missing:
+        raise EnfoldError(f"{folder} lacks {' and '.join(missing)}: timm weights are the pair "
+                          "`enfold export --target encoder --format safetensors` writes")
     config = json.loads((folder / CONFIG_NAME).read_text())
     return timm.create_model(config["architecture"], pretrained=True, num_classes=num_classes,
                              pretrained_cfg_overlay={"file": str(folder / WEIGHTS_NAME)},
