@@ -53,6 +53,9 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
         if triton_repo is not None:
             raise EnfoldError("--triton-repo takes onnx, tensorrt or torchscript exports; "
                               "safetensors weights are for timm code, not Triton")
+        if precision != "fp32":
+            raise EnfoldError("timm weights are written as trained, in fp32: drop --precision "
+                              "(timm casts them with model.half() if you need fp16)")
         from enfold.export.timm_weights import export_timm_weights
 
         result = export_timm_weights(checkpoint, out_dir, target, validate)
