@@ -125,8 +125,8 @@ def train_or_reuse(cfg: Config, run_dir: Path, replace: bool) -> tuple[Path, boo
     config = run_dir / "config.yaml"
     if config.exists() and yaml.safe_load(config.read_text()) != to_dict(cfg):
         if not replace:
-            sys.exit(f"{shown(run_dir)} holds a run of another config than "
-                     f"{shown(CONFIGS)}/...: delete it to retrain, or pass another --out")
+            sys.exit(f"{shown(run_dir)} holds a run of another config than the shipped one "
+                     "asked for: delete it to retrain it, or pass another --out")
         print(f"{shown(run_dir)} holds a run of another config: training it again", flush=True)
         shutil.rmtree(run_dir)
     print(f"training {shown(run_dir)} ({cfg.train.max_steps} steps)", flush=True)
@@ -282,19 +282,11 @@ def goal_rows(rows: list[dict]) -> list[dict]:
 
 
 def export_onnx(ckpt: Path, out_dir: Path) -> Path:
-    """The restorer graph of ``ckpt`` as ONNX under ``out_dir`` (reused while the sidecar names
-    this checkpoint's sha256)."""
-    from enfold.artifact.sidecar import read_sidecar
+    """The restorer graph of ``ckpt`` as ONNX under ``out_dir``, exported afresh every run so
+    the parity is that of today's exporter."""
     from enfold.export.export import export_artifact
-    from enfold.pipeline.checkpoint import file_sha256
 
-    sha = file_sha256(ckpt)
-    for done in sorted(out_dir.glob("restorer-k*.onnx")):
-        if Path(str(done) + ".json").exists() and \
-                read_sidecar(done).get("checkpoint_sha256") == sha:
-            return done
-    result = export_artifact(str(ckpt), "restorer", "onnx", out_dir, validate=False)
-    return Path(result["artifact"])
+    return Path(export_artifact(str(ckpt), "restorer", "onnx", out_dir, validate=False)["artifact"])
 
 
 def restore_session(session, corrupted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -454,7 +446,8 @@ def ablation_table(results: list[dict]) -> list[str]:
     for r in results:
         out.append(f"| {r['task']} | {r['variant']} | `{' '.join(r['overrides'])}` | "
                    f"{r['max_steps']} | {'read back' if r['read_back'] else 'trained'} | "
-                   f"{r['psnr']:.2f} | {r['shipped_psnr']:.2f} | {r['diff']:+.2f} | "
+                   f"{r['psnr']:.2f} | {r['shipped_psnr']:.2f} ({r['shipped_steps']} steps) | "
+                   f"{r['diff']:+.2f} | "
                    f"{r['ssim']:.3f} |")
     return out
 
@@ -481,7 +474,7 @@ def measure_shipped(args, images) -> tuple[dict, list[dict], dict, dict]:
     for task, name in TASKS.items():
         steps = [f"train.max_steps={args.steps}"] if args.steps else []
         cfg = task_config(task, [*steps, *args.set])
-        ckpt, read_back = train_or_reuse(cfg, args.out / task, replace=args.steps is not None)
+        ckpt, read_back = train_or_reuse(cfg, args.out / task, replace=args.replace)
         model, cfg = load_energy_model(ckpt)
         corrupted, clean, weight = batches[task] = corrupt(task, images, args.seed)
         answers = {"input": corrupted, "enfold": restore_torch(model, cfg, corrupted, weight),
@@ -562,6 +555,7 @@ def run_ablations(args, images, batches, shipped) -> list[dict]:
                             "read_back": read_back, "run": shown(args.out / "ablations" /
                                                                  ab.dirname),
                             **s, "shipped_psnr": shipped[task]["torch_psnr"],
+                            "shipped_steps": shipped[task]["max_steps"],
                             "diff": s["psnr"] - shipped[task]["torch_psnr"]})
             print(f"ablation {ab.dirname} on {task}: {s['psnr']:.2f} dB "
                   f"({results[-1]['diff']:+.2f} vs shipped)", flush=True)
@@ -595,6 +589,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("--set changes the shipped configs: pass --out (or --steps) too")
     quick = args.steps is not None
     args.out = args.out or ROOT / "runs" / ("restore-quick" if quick else "restore")
+    # runs of another config are trained again, except the shipped ones (deleted by hand)
+    args.replace = args.out.resolve() != (ROOT / "runs" / "restore").resolve()
     # a quick run never writes the real document and pictures unless told to
     docs = args.out / "docs" if quick else ROOT / "docs"
     args.results = args.results or docs / "RESULTS.md"
