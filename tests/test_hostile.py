@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import signal
 import sys
 import time
@@ -260,33 +259,6 @@ def test_case7_bad_numbers_are_one_line_errors(runs, tmp_path, monkeypatch, caps
     code, err = cli(monkeypatch, capsys, "serve", "--model", str(runs["pretrain"]),
                     "--max-upload-mb", "nan")
     assert_one_line_error(code, err, "--max-upload-mb")
-
-
-def test_case7_damaged_onnx_and_torchscript_files_are_one_line_errors(runs, tmp_path,
-                                                                     monkeypatch, capsys):
-    from enfold.export.export import export_artifact
-
-    art = Path(export_artifact(str(runs["finetune"]), "classifier", "onnx", tmp_path / "exp",
-                               validate=False)["artifact"])
-    sidecar = json.loads(Path(str(art) + ".json").read_text())
-    (tmp_path / "n.png").write_bytes(NORMAL)
-    good = art.read_bytes()
-    damaged = {"truncated": good[: len(good) // 2], "random": os.urandom(4096), "empty": b""}
-    for name, data in damaged.items():
-        bad = tmp_path / f"{name}.onnx"
-        bad.write_bytes(data)
-        Path(str(bad) + ".json").write_text(json.dumps(sidecar))
-        for command in (["predict", str(tmp_path / "n.png")], ["serve", "--port", "0"]):
-            # a named backend: "auto" lists every backend it tried, one line each
-            code, err = cli(monkeypatch, capsys, *command, "--model", str(bad), "--backend",
-                            "onnxruntime")
-            assert_one_line_error(code, err, str(bad))
-    fake_ts = tmp_path / "model.ts"  # a torch.save zip renamed: not TorchScript
-    fake_ts.write_bytes(Path(runs["pretrain"]).read_bytes())
-    Path(str(fake_ts) + ".json").write_text(json.dumps({**sidecar, "format": "torchscript"}))
-    code, err = cli(monkeypatch, capsys, "predict", str(tmp_path / "n.png"), "--model",
-                    str(fake_ts), "--backend", "torchscript")
-    assert_one_line_error(code, err, str(fake_ts))
 
 
 # ----------------------------------------------------------------------------- case 8

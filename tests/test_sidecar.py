@@ -28,8 +28,6 @@ def exports(tmp_path_factory):
     arts = {fmt: Path(export_artifact(str(runs["finetune"]), "classifier", fmt, out,
                                       validate=False)["artifact"])
             for fmt in ("onnx", "torchscript")}
-    arts["energy"] = Path(export_artifact(str(runs["pretrain"]), "energy", "onnx", out,
-                                          validate=False)["artifact"])
     return {**runs, **arts}
 
 
@@ -108,11 +106,52 @@ def test_validate_compares_every_result_field_with_the_checkpoint(exports, tmp_p
     normalisation differs: validation fails naming the fields, whatever the outputs."""
     from enfold.export.validate import ValidationError, validate_artifact
 
-    state = torch.load(exports["pretrain"], weights_only=True)
+    state = torch.load(exports["finetune"], weights_only=True)
     state["config"]["data"]["mean"] = [0.25, 0.25, 0.25]
     other = tmp_path / "other.pt"
     torch.save(state, other)
     with pytest.raises(ValidationError, match=r"on mean.*checkpoint_sha256|mean, .*sha256"):
-        validate_artifact(exports["energy"], str(other), batches=(1,))
-    report = validate_artifact(exports["energy"], str(exports["pretrain"]), batches=(1,))
+        validate_artifact(exports["onnx"], str(other), batches=(1,))
+    report = validate_artifact(exports["onnx"], str(exports["finetune"]), batches=(1,))
     assert report["passed"]
+
+
+def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """``enfold ARGS`` through the console entry point, in process: exit code and stderr."""
+    from enfold.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["enfold", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    return exc.value.code, capsys.readouterr().err
+
+
+def test_case7_damaged_onnx_and_torchscript_files_are_one_line_errors(exports, tmp_path,
+                                                                     monkeypatch, capsys):
+    """Truncated, random and empty .onnx files and a torch zip renamed .ts, each with a
+    sidecar whose sha256 matches it (so the loader itself meets the damage): one line, exit 2,
+    for predict and serve."""
+    from PIL import Image
+
+    from enfold.pipeline.checkpoint import file_sha256
+
+    image = tmp_path / "n.png"
+    Image.new("RGB", (8, 8)).save(image)
+    good = exports["onnx"].read_bytes()
+    sidecar = read_sidecar(exports["onnx"])
+    damaged = {"truncated.onnx": good[: len(good) // 2], "random.onnx": bytes(range(256)) * 16,
+               "empty.onnx": b"", "model.ts": Path(exports["pretrain"]).read_bytes()}
+    for name, data in damaged.items():
+        bad = tmp_path / name
+        bad.write_bytes(data)
+        fmt = "torchscript" if name.endswith(".ts") else "onnx"
+        sidecar_path(bad).write_text(json.dumps({**sidecar, "format": fmt,
+                                                 "sha256": file_sha256(bad)}))
+        backend = "torchscript" if fmt == "torchscript" else "onnxruntime"
+        for command in (["predict", str(image)], ["serve", "--port", "0"]):
+            # a named backend: "auto" lists every backend it tried, one line each
+            code, err = cli(monkeypatch, capsys, *command, "--model", str(bad), "--backend",
+                            backend)
+            assert code == 2, err
+            assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+            assert str(bad) in err and "Traceback" not in err
