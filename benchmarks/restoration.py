@@ -541,6 +541,8 @@ def run_ablations(args, images, batches, shipped) -> list[dict]:
 
     results = []
     for ab in ABLATIONS:
+        if args.only is not None and ab.dirname not in args.only:
+            continue
         base = task_config(ab.task)
         steps = args.ablation_steps or (args.steps or base.train.max_steps)
         cfg = task_config(ab.task, [*args.set, *ab.overrides,
@@ -574,6 +576,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=200, help="held-out crops per task")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corruptions")
     parser.add_argument("--ablations", action="store_true", help="train and score ABLATIONS")
+    parser.add_argument("--only", nargs="*", default=None, metavar="RUN",
+                        help="with --ablations: only these variants (their run folder names, "
+                             "e.g. sr-consistency-off noise-k-2)")
     parser.add_argument("--ablation-steps", type=int, default=None,
                         help="train.max_steps of every ablation run (the mixed model: 5x)")
     parser.add_argument("--photo", default="opencv:baboon",
@@ -585,6 +590,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--before-after", type=Path, default=None,
                         help="default docs/img/restore_before_after.png")
     args = parser.parse_args()
+    unknown = set(args.only or ()) - {ab.dirname for ab in ABLATIONS}
+    if unknown:
+        parser.error(f"--only: no ablation named {', '.join(sorted(unknown))}; choose from "
+                     + ", ".join(ab.dirname for ab in ABLATIONS))
     if args.set and args.out is None and args.steps is None:
         parser.error("--set changes the shipped configs: pass --out (or --steps) too")
     quick = args.steps is not None
