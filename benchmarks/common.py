@@ -92,15 +92,17 @@ class ArmResult:
 
 def finetune_arm(arm: str, seed: int, *, checkpoint: Path | None, out: Path,
                  finetune_steps: int = 300, labels_per_class: int = 10,
-                 overrides: Sequence[str] = (), reuse_scratch: Path | None = None) -> ArmResult:
+                 overrides: Sequence[str] = (), reuse_scratch: Path | None = None,
+                 config: Path = FINETUNE) -> ArmResult:
     """Held-out top-1 of one arm (``scratch``, ``pretrained``, ``linear`` or ``knn``) and seed,
-    fine-tuned with ``configs/finetune/digits-tiny.yaml`` in ``out/<arm>-seed<seed>`` from
+    fine-tuned with ``config`` (default ``configs/finetune/digits-tiny.yaml``) in
+    ``out/<arm>-seed<seed>`` from
     ``checkpoint`` (ignored for scratch). A finished run of the same config and checkpoint is
     reused, from ``out`` or, for scratch, also from ``reuse_scratch`` (the scratch arm does not
     depend on pretraining)."""
     from enfold.pipeline.finetune import run_finetune
 
-    cfg = load_config(FINETUNE, [
+    cfg = load_config(config, [
         f"finetune.mode={ARM_MODES[arm]}", f"train.seed={seed}",
         f"train.max_steps={finetune_steps}", f"data.labels_per_class={labels_per_class}",
         "train.compile=false", f"eval.every={finetune_steps}", *overrides,
