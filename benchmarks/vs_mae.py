@@ -237,7 +237,8 @@ def auroc_rows(cfg: Config, enfold_ckpt: Path, mae, count: int = 256) -> list[di
     digits = normalize(torch.stack([build_source("digits", "heldout", cfg.model, cfg.data)
                                     .image(i) for i in range(count)]), cfg.data.mean,
                        cfg.data.std)
-    photos_src = build_source("photos", "heldout", cfg.model, cfg.data, heldout_count=count)
+    photos_src = build_source("photos:bundled", "heldout", cfg.model, cfg.data,
+                              heldout_count=count)
     # photo crops seen as the digits are: gray, at the digits' size
     photos = torch.stack([photos_src.image(i).mean(0, keepdim=True).expand(3, -1, -1)
                           for i in range(min(count, len(photos_src)))])
