@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import ROOT
-from test_serve import start_server, stop, wait_healthy
+from test_serve import serving
 from tiny_runs import shared_tiny
 
 from enfold.runtime import load
@@ -34,18 +34,7 @@ def servers(tiny):
     energy, encoder), each under the real CLI."""
     specs = {"classifier": (tiny["artifacts"]["classifier"], {"max_wait_ms": 50.0}),
              "pretrain": (tiny["runs"]["pretrain"], {})}
-    procs = {}
-    try:
-        for name, (model, kwargs) in specs.items():
-            log = tiny["root"] / f"oip-{name}.log"
-            proc, url = start_server(str(model), log, **kwargs)
-            procs[name] = (proc, url, log)
-        for proc, url, log in procs.values():
-            wait_healthy(proc, url, log)
-        yield {name: url for name, (_, url, _) in procs.items()}
-    finally:
-        for proc, _, _ in procs.values():
-            stop(proc)
+    yield from serving(specs, tiny["root"], "oip")
 
 
 def client(url: str, concurrency: int = 1):

@@ -62,6 +62,23 @@ def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float = 1
     raise AssertionError(f"server did not answer /healthz in {timeout:.0f} s:\n{log.read_text()}")
 
 
+def serving(specs: dict[str, tuple[str, dict]], root: Path, tag: str):
+    """Start one server per ``specs`` entry (name -> (model, options)) together, wait until all
+    are healthy, yield their URLs by name, and stop them all afterwards (a fixture's body)."""
+    procs: dict[str, tuple[subprocess.Popen, str, Path]] = {}
+    try:
+        for name, (model, kwargs) in specs.items():
+            log = root / f"{name}-{tag}.log"
+            proc, url = start_server(str(model), log, **kwargs)
+            procs[name] = (proc, url, log)
+        for proc, url, log in procs.values():
+            wait_healthy(proc, url, log)
+        yield {name: url for name, (_, url, _) in procs.items()}
+    finally:
+        for proc, _, _ in procs.values():
+            stop(proc)
+
+
 def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -93,18 +110,7 @@ def servers(models):
     root = models["root"]
     specs = {"restorer": (models["pretrain"], {"max_upload_mb": 0.05, "max_wait_ms": 20.0}),
              "classifier": (models["classifier"], {})}
-    procs: dict[str, tuple[subprocess.Popen, str, Path]] = {}
-    try:
-        for name, (model, kwargs) in specs.items():
-            log = root / f"{name}-server.log"
-            proc, url = start_server(model, log, **kwargs)
-            procs[name] = (proc, url, log)
-        for proc, url, log in procs.values():
-            wait_healthy(proc, url, log)
-        yield {name: url for name, (_, url, _) in procs.items()}
-    finally:
-        for proc, _, _ in procs.values():
-            stop(proc)
+    yield from serving(specs, root, "server")
 
 
 @pytest.fixture(scope="module")
