@@ -64,7 +64,7 @@ class EnergyViT(nn.Module):
             self.register_buffer("log_step_sizes", log_alpha)
         self.langevin_noise = model_cfg.langevin_noise
         self.consistency = consistency if consistency is not None else NoConsistency()
-        self.backprop_steps = getattr(model_cfg, "backprop_steps", "all")
+        self.backprop_steps = model_cfg.backprop_steps
         self.img_size = model_cfg.img_size
         self.in_chans = model_cfg.in_chans
         self.loss_kind = loss_cfg.kind if loss_cfg else "mse"
@@ -208,7 +208,7 @@ class EnergyViT(nn.Module):
 def build_energy_model(cfg: Config) -> EnergyViT:
     """Build the energy ViT described by a full :class:`enfold.config.Config`."""
     task = None
-    if getattr(cfg.model, "consistency", False):
+    if cfg.model.consistency:
         if len(cfg.corrupt.tasks) != 1:
             raise ConfigError(
                 "model.consistency needs a single-task restorer (one entry in corrupt.tasks, "
