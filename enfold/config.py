@@ -41,6 +41,9 @@ class ModelConfig:
     # single-task restorers: project every step back onto the images that agree with the input
     # (mask: visible pixels, sr: the low-resolution image, gray: the luma)
     consistency: bool = False
+    # mask restorers: Jacobi sweeps of a harmonic fill that give the steps a smooth first guess
+    # instead of the flat fill (0: start from the corrupted input)
+    fill_holes: int = 0
     # "last": backpropagate through the last restoration step only (earlier ones detached)
     backprop_steps: Literal["all", "last"] = "all"
 

@@ -21,7 +21,7 @@ CPU_BACKENDS = ("torch", "torchscript", "onnxruntime")
 
 @pytest.fixture(scope="module")
 def exported(digits_tiny_run, tmp_path_factory):
-    """The 300-step digits-tiny model, a classifier fine-tuned from it, both exported to
+    """The 100-step digits-tiny model, a classifier fine-tuned from it, both exported to
     TorchScript and ONNX, and held-out digits written as PNG files."""
     from enfold.data.sources import DigitsSource
 

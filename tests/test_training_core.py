@@ -115,6 +115,25 @@ def test_resume_with_other_settings_is_an_error_but_more_steps_are_fine(tmp_path
     assert load_checkpoint(tmp_path / "checkpoint-last.pt")["step"] == 4
 
 
+def test_resume_reads_a_field_added_since_the_checkpoint_as_its_default(tmp_path):
+    base = ["train.compile=false", "train.max_steps=2", "data.batch_size=4", "eval.every=0",
+            "train.ckpt_every=1"]
+    fit(load_config(None, base), toy_parts(Exploding(bad_call=99)), tmp_path, DistInfo())
+    path = tmp_path / "checkpoint-last.pt"
+    state = load_checkpoint(path)
+    del state["config"]["model"]["fill_holes"]  # as written before the field existed
+    save_checkpoint(path, state)
+    fit(load_config(None, [*base[:1], "train.max_steps=3", *base[2:]]),
+        toy_parts(Exploding(bad_call=99)), tmp_path, DistInfo())
+    assert load_checkpoint(path)["step"] == 3
+    state = load_checkpoint(path)
+    state["config"]["model"]["fill_holes"] = 8  # but a real difference is still refused
+    save_checkpoint(path, state)
+    with pytest.raises(EnfoldError, match="different model.fill_holes"):
+        fit(load_config(None, [*base[:1], "train.max_steps=4", *base[2:]]),
+            toy_parts(Exploding(bad_call=99)), tmp_path, DistInfo())
+
+
 def _pretrain_cmd(out, *extra: str) -> list[str]:
     overrides = [*TINY, "train.max_steps=150", "train.ckpt_every=5", "train.log_every=1",
                  "eval.every=1000"]

@@ -6,6 +6,7 @@ projected back onto the images that agree with ``x_0``. Each projection below is
 pixel space onto a set that holds the clean image, so it can only bring the step closer to it.
 
     prepare(x_0, weight) -> state          once per restoration (what the measurement says)
+    start(x_0, state)    -> x              the first guess the steps descend from
     apply(x, state)      -> x              after every step
 
 * ``sr``: the input is ``up(y)``, a bilinear enlargement of the low-resolution image
@@ -15,9 +16,14 @@ pixel space onto a set that holds the clean image, so it can only bring the step
   ``y - area_down(x)``.
 * ``gray``: the luma of the colour answer must equal the gray input; the projection moves each
   pixel along the luma weights.
-* ``mask``: the pixels the mask left visible are pasted back. They are known only where the mask
-  is (training, or a caller that passes ``weight``); the exported graph takes the image alone and
-  the runtime pastes the known pixels after the last step.
+* ``mask``: the pixels the mask left visible are pasted back. Training passes the mask; without
+  it (inference, the exported graph) the holes are found in the image itself: the patches whose
+  every pixel holds the corruption's fill value (``corrupt.mask.fill`` zero or mean; a noise fill
+  cannot be found, and then nothing is pasted). With ``model.fill_holes`` = n > 0 the steps start
+  from a smooth guess instead of the flat fill: the holes are filled from the visible pixels
+  around them by a normalised 9x9 average, then n Jacobi sweeps of the harmonic (Laplace)
+  equation. That guess alone scores about 27 dB on the held-out photos against 9 dB for the
+  fill, so the energy steps spend their capacity on detail instead of on the mean colour.
 
 Everything works on normalised images (``(pixel - mean) / std``) and is written with reshapes,
 means and matmuls, so the unrolled restorer with consistency inside still traces and exports.
@@ -35,27 +41,70 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as the gray corruption uses
 TASKS_WITH_CONSISTENCY = ("mask", "sr", "gray")
 
 
-class NoConsistency(nn.Module):
-    """Nothing in the input is known exactly (noise, shuffled patches)."""
+class Consistency(nn.Module):
+    """The identity projection; the others override what their measurement pins down."""
 
     task = "none"
 
     def prepare(self, x0: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor | None:
+        """What the measurement says, computed once from the corrupted input ``x0``."""
         return None
 
+    def start(self, x0: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        """The first guess the restoration steps descend from: the input itself."""
+        return x0
+
     def apply(self, x: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        """Project a step back onto the images that agree with the measurement."""
         return x
 
 
-class KeepVisible(nn.Module):
+class NoConsistency(Consistency):
+    """Nothing in the input is known exactly (noise, shuffled patches)."""
+
+
+class KeepVisible(Consistency):
     """Masked patches: the visible pixels (``weight == 0``) are the input's own."""
 
     task = "mask"
 
+    def __init__(self, fill: list[float] | None, patch: int, fill_holes: int = 0):
+        super().__init__()
+        # the fill in normalised units, (1, C, 1, 1); None: a noise fill, holes cannot be found
+        value = None if fill is None else torch.tensor(fill, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("fill", value, persistent=False)
+        self.patch = patch
+        self.fill_holes = fill_holes
+
+    def find_holes(self, x0: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W) -> (B, 1, H, W)``, 1 on the patches that hold the fill everywhere."""
+        at_fill = ((x0 - self.fill).abs() < 1e-4).to(x0.dtype).amin(dim=1, keepdim=True)
+        p = self.patch
+        whole = (F.avg_pool2d(at_fill, p, p) > 1 - 1e-6).to(x0.dtype)  # (B, 1, H/p, W/p)
+        b, _, h, w = whole.shape
+        # nearest enlargement by reshapes (interpolate would put an arange in the exported graph)
+        return whole[:, :, :, None, :, None].expand(b, 1, h, p, w, p).reshape(b, 1, h * p, w * p)
+
     def prepare(self, x0: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor | None:
         if weight is None:
-            return None
+            if self.fill is None:
+                return None
+            weight = self.find_holes(x0)
         return torch.cat([x0, weight.to(x0.dtype)], dim=1)  # (B, C + 1, H, W)
+
+    def start(self, x0: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        if state is None or self.fill_holes <= 0:
+            return x0
+        x0, w = state[:, :-1], state[:, -1:]
+        known = 1 - w
+        # normalised average of the visible pixels within 4 pixels; holes wider than that keep
+        # the fill until the sweeps reach them
+        num = F.avg_pool2d(x0 * known, 9, 1, padding=4)  # zero padding cancels in num / den
+        den = F.avg_pool2d(known, 9, 1, padding=4)
+        x = w * torch.where(den > 1e-6, num / den.clamp_min(1e-6), x0) + known * x0
+        for _ in range(self.fill_holes):  # Jacobi sweeps: each hole pixel -> its 3x3 mean
+            x = w * F.avg_pool2d(x, 3, 1, padding=1, count_include_pad=False) + known * x0
+        return x
 
     def apply(self, x: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         if state is None:
@@ -72,7 +121,7 @@ def _area_of_bilinear(size: int, factor: int) -> torch.Tensor:
     return F.avg_pool1d(up, factor)[:, 0, :].T.contiguous()  # column i = image of e_i
 
 
-class LowResProjection(nn.Module):
+class LowResProjection(Consistency):
     """Super-resolution by ``factor``: stay consistent with the low-resolution image."""
 
     task = "sr"
@@ -109,7 +158,7 @@ class LowResProjection(nn.Module):
         return x + self.up_nearest(y - self.down(x))
 
 
-class LumaProjection(nn.Module):
+class LumaProjection(Consistency):
     """Colorization: the answer's luma must be the gray input's."""
 
     task = "gray"
@@ -139,14 +188,30 @@ class LumaProjection(nn.Module):
         return x + (luma0 - self.luma(x)) * self.direction
 
 
+def mask_fill_value(fill: str, mean: list[float], std: list[float]) -> list[float] | None:
+    """The mask corruption's fill in normalised units per channel (None for a noise fill)."""
+    if fill == "zero":
+        return [-m / s for m, s in zip(mean, std, strict=True)]
+    if fill == "mean":
+        return [0.0] * len(mean)
+    return None
+
+
 def build_consistency(
-    task: str | None, img_size: int, sr_factor: int, mean: list[float], std: list[float]
-) -> nn.Module:
+    task: str | None, img_size: int, sr_factor: int, mean: list[float], std: list[float],
+    mask_fill: str = "zero", mask_patch: int = 4, fill_holes: int = 0,
+) -> Consistency:
     """The projection for ``task`` (``None``: none). Only single-task models use one."""
+    if fill_holes < 0:
+        raise ConfigError(f"model.fill_holes must be 0 (off) or a positive number of sweeps, "
+                          f"got {fill_holes}")
+    if fill_holes and task != "mask":
+        raise ConfigError(f"model.fill_holes applies to the mask task only, not {task!r}; "
+                          "set it to 0")
     if task is None or task in ("noise", "shuffle"):
         return NoConsistency()
     if task == "mask":
-        return KeepVisible()
+        return KeepVisible(mask_fill_value(mask_fill, mean, std), mask_patch, fill_holes)
     if task == "sr":
         return LowResProjection(img_size, sr_factor)
     if task == "gray":

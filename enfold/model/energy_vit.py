@@ -147,12 +147,13 @@ class EnergyViT(nn.Module):
 
         ``create_graph=True`` keeps the graph so a loss on the steps trains the model (second
         order); otherwise the steps are computed without a parameter graph (inference).
-        ``weight`` (``(B, 1, H, W)``, 1 where corrupted) lets the mask projection keep the
-        visible pixels; the other projections need only ``x``.
+        ``weight`` (``(B, 1, H, W)``, 1 where corrupted) tells the mask projection which pixels
+        are visible; without it the holes are found from their fill value.
         """
         alpha = self.step_sizes(steps)
         train = create_graph and torch.is_grad_enabled()
         known = self.consistency.prepare(x, weight)  # what the measurement pins down
+        x = self.consistency.start(x, known)  # e.g. holes filled smoothly before the first step
         out: list[torch.Tensor] = []
         for k in range(alpha.shape[0]):
             # backprop_steps="last": earlier steps only move the starting point of the last
@@ -208,6 +209,9 @@ class EnergyViT(nn.Module):
 def build_energy_model(cfg: Config) -> EnergyViT:
     """Build the energy ViT described by a full :class:`enfold.config.Config`."""
     task = None
+    if cfg.model.fill_holes and not cfg.model.consistency:
+        raise ConfigError("model.fill_holes needs model.consistency=true (the holes it fills "
+                          "are the ones the mask projection knows)")
     if cfg.model.consistency:
         if len(cfg.corrupt.tasks) != 1:
             raise ConfigError(
@@ -215,6 +219,9 @@ def build_energy_model(cfg: Config) -> EnergyViT:
                 f"got {cfg.corrupt.tasks}); turn it off for task mixtures"
             )
         task = cfg.corrupt.tasks[0]
-    consistency = build_consistency(task, cfg.model.img_size, cfg.corrupt.sr.factor,
-                                    list(cfg.data.mean), list(cfg.data.std))
+    consistency = build_consistency(
+        task, cfg.model.img_size, cfg.corrupt.sr.factor, list(cfg.data.mean), list(cfg.data.std),
+        mask_fill=cfg.corrupt.mask.fill,
+        mask_patch=cfg.corrupt.mask.patch_size or cfg.model.patch_size,
+        fill_holes=cfg.model.fill_holes)
     return EnergyViT(cfg.model, cfg.loss, consistency)

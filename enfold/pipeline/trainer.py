@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from enfold.config import Config, TrainConfig, save_config, to_dict
+from enfold.config import Config, TrainConfig, config_from_checkpoint, save_config, to_dict
 from enfold.errors import ConfigError, EnfoldError, NonFiniteLossError
 from enfold.pipeline.checkpoint import LAST, library_versions, load_checkpoint, save_checkpoint
 from enfold.pipeline.distributed import DistInfo, all_true, barrier
@@ -149,7 +149,10 @@ class Trainer:
                 f"{self.last_path} is a '{state.get('stage')}' checkpoint, not "
                 f"'{self.parts.stage}'; use a new --out directory for this stage"
             )
-        changed = _changed_keys(state["config"], to_dict(self.cfg))
+        # read through the config types, so a field added since the checkpoint was written
+        # compares as its default (how that run was trained)
+        saved = to_dict(config_from_checkpoint(state["config"]))
+        changed = _changed_keys(saved, to_dict(self.cfg))
         if changed:
             raise EnfoldError(
                 f"{self.last_path} was trained with a different {', '.join(changed)}; resume "
