@@ -57,6 +57,26 @@ def test_restorer_onnx_dynamic_batch_matches_pytorch_and_grows_with_k(checkpoint
     assert nodes[2] - nodes[1] == pytest.approx(nodes[1] - nodes[0], rel=0.05)
 
 
+def test_grid_shifted_restorer_is_validated_against_the_same_energy(checkpoints, tmp_path):
+    from enfold.errors import EnfoldError
+    from enfold.export.validate import validate_artifact
+
+    pre = checkpoints["pretrain"]
+    result = export_artifact(pre, "restorer", "torchscript", tmp_path, grid_shifts=4)
+    assert result["validation"]["passed"] and result["artifact"].endswith("restorer-k2-g4.ts")
+    sidecar = tmp_path / "restorer-k2-g4.ts.json"
+    meta = json.loads(sidecar.read_text())
+    assert meta["grid_shifts"] == 4
+    # the sidecar says which energy the graph holds: claiming one grid fails validation
+    meta["grid_shifts"] = 1
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(ValidationError, match="grid_shifts|differs from PyTorch"):
+        validate_artifact(result["artifact"], pre, batches=(1, 3))
+    with pytest.raises(EnfoldError, match="restorer and energy targets"):
+        export_artifact(checkpoints["finetune"], "classifier", "onnx", tmp_path / "c",
+                        grid_shifts=4)
+
+
 def test_classifier_onnx_gives_identical_top1_labels(checkpoints, tmp_path):
     report = export_artifact(checkpoints["finetune"], "classifier", "onnx", tmp_path)["validation"]
     assert report["top1_agreement"] == 1.0 and report["max_abs_error"] <= 1e-4

@@ -112,3 +112,20 @@ def test_bad_architecture_names_the_problem():
         make("model.arch=vit_tinny_patch16_224")
     with pytest.raises(ConfigError, match="multiple of model.patch_size"):
         make("model.img_size=9")
+
+
+def test_grid_shifted_energy_is_the_mean_over_the_four_half_patch_shifts():
+    cfg = load_config(None, ["model.img_size=16", "model.patch_size=4", "model.depth=1",
+                             "model.embed_dim=24", "model.num_heads=2"])
+    torch.manual_seed(0)
+    model = build_energy_model(cfg).eval()
+    x = torch.randn(3, 3, 16, 16)
+    one = model.energy(x)
+    model.set_grid_shifts(4)
+    rolled = [model.grid_energy(torch.roll(x, (dy, dx), (2, 3)))
+              for dy, dx in ((0, 0), (0, 2), (2, 0), (2, 2))]
+    torch.testing.assert_close(model.energy(x), torch.stack(rolled).mean(0))
+    assert not torch.allclose(model.energy(x), one)
+    assert model.restore(x).shape == x.shape
+    with pytest.raises(ConfigError, match="must be 1 or 4"):
+        model.set_grid_shifts(3)

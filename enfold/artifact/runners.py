@@ -53,12 +53,13 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, checkpoint: str | Path, target: str, device: str,
-                 steps: int | None = None, task: str | None = None) -> None:
+                 steps: int | None = None, task: str | None = None,
+                 grid_shifts: int | None = None) -> None:
         if device == "cuda" and not torch.cuda.is_available():
             raise EnfoldError("--device cuda: no CUDA GPU is visible to PyTorch "
                               "(torch.cuda.is_available() is False); use --device cpu")
         # eager: the restorer runs model.restore itself (autograd input gradients)
-        self.spec = torch_target(checkpoint, target, steps, task)
+        self.spec = torch_target(checkpoint, target, steps, task, grid_shifts)
         self.module = self.spec.module.to(device)
         self.device = device
         self.embedded = self.spec.metadata

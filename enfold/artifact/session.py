@@ -222,7 +222,7 @@ def _torch_from_artifact(meta: dict[str, Any], device: str) -> TorchBackend:
         raise EnfoldError(f"{ckpt} changed since the artifact was exported (sha256 differs); "
                           "re-export, or pass the checkpoint itself as --model")
     return TorchBackend(ckpt, meta["target"], device, steps=meta.get("steps"),
-                        task=meta.get("task"))
+                        task=meta.get("task"), grid_shifts=meta.get("grid_shifts"))
 
 
 def build_runner(backend: str, path: Path, meta: dict[str, Any], device: str,

@@ -102,6 +102,8 @@ def check_metadata(meta: Any, where: str) -> None:
             raise bad(f"class_names must list the class names, got {names!r}")
         if len(set(names)) != len(names):
             raise bad("class_names holds the same name twice")
+    if meta.get("grid_shifts", 1) not in (1, 4):
+        raise bad(f"grid_shifts must be 1 or 4, got {meta['grid_shifts']!r}")
     if meta["target"] == "restorer":
         if "steps" not in meta:
             raise bad("a restorer needs steps")

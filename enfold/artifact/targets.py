@@ -56,9 +56,11 @@ class TorchTarget:
 
 
 def torch_target(checkpoint: str | Path, target: str, steps: int | None = None,
-                 task: str | None = None) -> TorchTarget:
+                 task: str | None = None, grid_shifts: int | None = None) -> TorchTarget:
     """Load ``checkpoint`` and wrap what ``target`` computes (``steps`` and ``task``: the
-    restorer's number of steps, default the trained K, and the pretext task it is for)."""
+    restorer's number of steps, default the trained K, and the pretext task it is for;
+    ``grid_shifts``: the patch grids the energy of a restorer or energy target averages over,
+    default 1)."""
     from enfold.config import to_dict
     from enfold.corrupt import available
     from enfold.pipeline.checkpoint import file_sha256, library_versions
@@ -83,6 +85,9 @@ def torch_target(checkpoint: str | Path, target: str, steps: int | None = None,
         "corrupt": {name: to_dict(getattr(cfg.corrupt, name)) for name in available()},
     }
     size, chans = cfg.model.img_size, cfg.model.in_chans
+    if grid_shifts not in (None, 1) and target not in ("restorer", "energy"):
+        raise EnfoldError(f"--grid-shifts applies to the restorer and energy targets, not "
+                          f"{target!r}; drop it")
     if target == "classifier":
         if stage != "finetune":
             raise EnfoldError(f"--target classifier needs a finetune checkpoint; {checkpoint} "
@@ -97,6 +102,8 @@ def torch_target(checkpoint: str | Path, target: str, steps: int | None = None,
     if target == "encoder":
         return TorchTarget(target, TargetModule(model.pooled_features, model), model, size,
                            chans, meta)
+    model.set_grid_shifts(grid_shifts or 1)
+    meta["grid_shifts"] = model.grid_shifts
     if target == "energy":
         return TorchTarget(target, TargetModule(model.energy, model), model, size, chans, meta)
     steps = steps or model.num_steps

@@ -114,6 +114,9 @@ def export(
     out: Path = typer.Option(..., "--out", help="Directory for the artifact and its sidecar."),
     steps: int | None = typer.Option(None, help="Restorer steps K (default: the trained K)."),
     task: str | None = typer.Option(None, help="Restorer task (default: the first trained)."),
+    grid_shifts: int | None = typer.Option(
+        None, "--grid-shifts", help="Restorer and energy: average the energy over 1 patch grid "
+        "(default) or 4 (shifted by half a patch: fewer block seams, 4x the compute)."),
     batch: str = typer.Option("1:8:32", help="MIN:OPT:MAX batch (TensorRT profile; the "
                               "TorchScript restorer is traced at OPT)."),
     precision: str = typer.Option("fp32", help="fp32 | fp16 (mixed: norms and I/O in fp32)."),
@@ -130,7 +133,7 @@ def export(
     if triton_repo is not None:
         check_out_dir(triton_repo, "--triton-repo")
     result = export_artifact(str(checkpoint), target, format_, out, steps, task, batch,
-                             precision, validate, triton_repo)
+                             precision, validate, triton_repo, grid_shifts)
     typer.echo(f"wrote {result['artifact']} (+ {Path(result['sidecar']).name}, "
                f"model card {result['card']})")
     if "triton" in result:

@@ -29,8 +29,9 @@ def parse_batch(text: str) -> tuple[int, int, int]:
 
 
 def artifact_path(out_dir: Path, target: str, fmt: str, precision: str,
-                  steps: int | None) -> Path:
+                  steps: int | None, grid_shifts: int = 1) -> Path:
     name = target + (f"-k{steps}" if target == "restorer" and steps else "")
+    name += f"-g{grid_shifts}" if grid_shifts > 1 else ""
     name += "-fp16" if precision == "fp16" else ""
     return out_dir / (name + SUFFIX[fmt])
 
@@ -38,7 +39,8 @@ def artifact_path(out_dir: Path, target: str, fmt: str, precision: str,
 def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
                     steps: int | None = None, task: str | None = None, batch: str = "1:8:32",
                     precision: str = "fp32", validate: bool = True,
-                    triton_repo: str | Path | None = None) -> dict[str, Any]:
+                    triton_repo: str | Path | None = None,
+                    grid_shifts: int | None = None) -> dict[str, Any]:
     """Export and (unless ``validate=False``) validate; returns the paths and the report.
 
     Every export rewrites the folder's model card (``README.md``); ``triton_repo`` also writes
@@ -72,9 +74,10 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
 
         import_tensorrt()
         require_gpu()
-    spec = build_spec(checkpoint, target, steps, task)
+    spec = build_spec(checkpoint, target, steps, task, grid_shifts=grid_shifts)
     out_dir = Path(out_dir)
-    path = artifact_path(out_dir, target, fmt, precision, spec.metadata.get("steps"))
+    path = artifact_path(out_dir, target, fmt, precision, spec.metadata.get("steps"),
+                         spec.metadata.get("grid_shifts", 1))
     if fmt == "torchscript":
         from enfold.export.torchscript_export import export_torchscript
 

@@ -101,12 +101,13 @@ def follow_input_device(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 
 def build_spec(checkpoint: str, target: str, steps: int | None = None,
-               task: str | None = None, trace: bool = True) -> ExportSpec:
+               task: str | None = None, trace: bool = True,
+               grid_shifts: int | None = None) -> ExportSpec:
     """Rebuild the model of ``checkpoint`` and the graph for ``target``.
 
     ``trace=False`` skips tracing the restorer graph (when only the eager module is needed).
     """
-    eager = torch_target(checkpoint, target, steps, task)
+    eager = torch_target(checkpoint, target, steps, task, grid_shifts)
     module = eager.module
     if target == "restorer" and trace:
         module = unrolled_restorer(eager.model, eager.metadata["steps"])

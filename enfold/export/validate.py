@@ -106,7 +106,7 @@ def validate_artifact(artifact: str | Path, checkpoint: str, batches: tuple[int,
     # batch cutting and padding); PyTorch sees the same pixels normalised by the data pipeline.
     session = open_artifact(artifact, FORMAT_BACKEND[meta["format"]], device)
     reference = TorchBackend(checkpoint, target, "cpu", steps=meta.get("steps"),
-                             task=meta.get("task"))
+                             task=meta.get("task"), grid_shifts=meta.get("grid_shifts"))
     # every sidecar field that changes results (sizes, normalisation, class names, steps, step
     # sizes, task settings) must be the checkpoint's: equal outputs alone would not show an
     # edited mean or a wrong class list

@@ -5,7 +5,10 @@
     loss      = sum_k w_k * d(x_{k+1}, x_clean)    on the corrupted region (or everywhere)
 
 ``P`` is the data-consistency projection of a single-task restorer (``model.consistency``; see
-:mod:`enfold.model.consistency`), the identity otherwise. Training differentiates the loss
+:mod:`enfold.model.consistency`), the identity otherwise. At inference the energy may be averaged
+over the patch grid shifted by half a patch (``set_grid_shifts(4)``, cycle spinning): still one
+energy, whose gradient follows no single patch grid, so the restored image shows fewer block
+seams. Training differentiates the loss
 through the input gradients (second order); ``model.backprop_steps="last"`` detaches every step
 but the last, which makes the second-order pass cost one step whatever K is. The input gradient
 is taken with ``torch.func.grad`` rather than ``torch.autograd.grad(create_graph=True)`` because
@@ -27,6 +30,8 @@ from enfold.errors import ConfigError
 from enfold.model.backbone import build_backbone
 from enfold.model.consistency import NoConsistency, build_consistency
 from enfold.model.heads import build_energy_head
+
+GRID_SHIFTS = (1, 4)  # one patch grid, or the four shifts of it by half a patch
 
 _ELEMENTWISE = {
     "mse": lambda a, b: (a - b).pow(2),
@@ -67,6 +72,8 @@ class EnergyViT(nn.Module):
         self.backprop_steps = model_cfg.backprop_steps
         self.img_size = model_cfg.img_size
         self.in_chans = model_cfg.in_chans
+        self.patch_size = model_cfg.patch_size
+        self.grid_shifts = 1  # an inference setting (set_grid_shifts); training uses one grid
         self.loss_kind = loss_cfg.kind if loss_cfg else "mse"
         self.loss_region = loss_cfg.region if loss_cfg else "corrupted"
         self.margin_weight = loss_cfg.margin_weight if loss_cfg else 0.0
@@ -116,8 +123,25 @@ class EnergyViT(nn.Module):
         """What a classifier built from this ViT sees: ``(B, C, H, W) -> (B, D)``."""
         return self.vit.forward_head(self.vit.forward_features(x), pre_logits=True)
 
+    def set_grid_shifts(self, shifts: int) -> None:
+        """Average the energy over ``shifts`` patch grids (1, or 4: shifted by half a patch)."""
+        if shifts not in GRID_SHIFTS:
+            raise ConfigError(f"--grid-shifts must be 1 or 4, got {shifts}")
+        if shifts > 1 and self.patch_size < 2:
+            raise ConfigError("--grid-shifts 4 needs patches of at least 2 pixels, got "
+                              f"patch size {self.patch_size}")
+        self.grid_shifts = shifts
+
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """One scalar energy per image: ``(B, C, H, W) -> (B,)``. Low means like the data."""
+        if self.grid_shifts == 1:
+            return self.grid_energy(x)
+        h = self.patch_size // 2
+        shifted = [_shift(x, dy, dx) for dy, dx in ((0, 0), (0, h), (h, 0), (h, h))]
+        return self.grid_energy(torch.cat(shifted)).view(len(shifted), -1).mean(0)  # (B,)
+
+    def grid_energy(self, x: torch.Tensor) -> torch.Tensor:
+        """The energy on the model's own patch grid: ``(B, C, H, W) -> (B,)``."""
         if getattr(self.head, "needs_image", False):  # the reconstruction energy
             return self.head(self.features(x), x)
         return self.head(self.features(x))
@@ -204,6 +228,17 @@ class EnergyViT(nn.Module):
                 weight: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The model returns its own loss, so the training core never learns how it is made."""
         return self.loss(corrupted, clean, weight)
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` shifted by ``(dy, dx)`` pixels with wrap-around: ``(B, C, H, W) -> (B, C, H, W)``.
+    Slices and a concatenation rather than ``torch.roll``, whose decomposition puts index tensors
+    made on a fixed device into the exported graph."""
+    if dy:
+        x = torch.cat([x[:, :, -dy:], x[:, :, :-dy]], dim=2)
+    if dx:
+        x = torch.cat([x[:, :, :, -dx:], x[:, :, :, :-dx]], dim=3)
+    return x
 
 
 def build_energy_model(cfg: Config) -> EnergyViT:
