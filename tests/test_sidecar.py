@@ -71,6 +71,7 @@ EDITS = {
     "no-format": (lambda m: {k: v for k, v in m.items() if k != "format"}, "missing format"),
     "no-target": (lambda m: {k: v for k, v in m.items() if k != "target"}, "missing target"),
     "a-list": (lambda m: [m], "a JSON object, not list"),
+    "grid-shifts": (lambda m: {**m, "grid_shifts": 3}, "grid_shifts must be 1 or 4"),
 }
 
 
