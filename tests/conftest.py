@@ -32,6 +32,23 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+def train(stage: str, config: Path, out: Path, overrides: list[str],
+          pretrained: Path | None = None) -> Path:
+    """What ``enfold STAGE --config CONFIG --out OUT --no-compile --set ...`` does, in this
+    process: for tests whose subject is not the CLI, a fresh interpreter's 10 s of imports
+    (torch, timm, torchvision) is most of the cost. Returns the last checkpoint."""
+    from enfold.config import load_config
+
+    cfg = load_config(config, [*overrides, "train.compile=false"])
+    if stage == "pretrain":
+        from enfold.pipeline.pretrain import run_pretrain
+
+        return Path(run_pretrain(cfg, out))
+    from enfold.pipeline.finetune import run_finetune
+
+    return Path(run_finetune(cfg, out, pretrained=pretrained))
+
+
 def run_cli(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``enfold ARGS`` as a user would, in a fresh interpreter."""
     proc = subprocess.run(
@@ -56,13 +73,13 @@ DIGITS_TINY_STEPS = 100
 
 @pytest.fixture(scope="session")
 def digits_tiny_run(tmp_path_factory) -> Path:
-    """`enfold pretrain` of digits-tiny for 100 eager steps, run once per test session: its run
-    directory. Tests that need a model which really restores (learning, runtime) share this run.
+    """digits-tiny pretrained for 100 eager steps, once per test session: its run directory.
+    Tests that need a model which really restores (learning, runtime) share this run.
 
     100 steps already restore masked patches (+6.4 dB at step 100 of `make demo`'s 300-step run);
-    eager, because compiling costs more than it saves over 100 steps on 2 cores.
+    eager, because compiling costs more than it saves over 100 steps on 2 cores; in this process,
+    so it trains on both cores (the CLI subprocesses get one thread each).
     """
     out = tmp_path_factory.mktemp("digits-tiny") / "run"
-    run_cli("pretrain", "--config", str(DIGITS_TINY), "--out", str(out), "--max-steps",
-            str(DIGITS_TINY_STEPS), "--no-compile", timeout=1200)
+    train("pretrain", DIGITS_TINY, out, [f"train.max_steps={DIGITS_TINY_STEPS}"])
     return out

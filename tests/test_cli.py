@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import yaml
-from conftest import DIGITS_TINY, ROOT, TINY, run_cli, set_args
+from conftest import DIGITS_TINY, ROOT, TINY, run_cli, set_args, train
 from PIL import Image
 
 from enfold.config import load_config
@@ -82,10 +82,8 @@ def test_tiny_pretrain_writes_config_checkpoint_metrics_and_grids(tmp_path):
 
 
 def test_visualize_rejects_unknown_task(tmp_path):
-    out = tmp_path / "run"
-    run_cli("pretrain", "--config", str(DIGITS_TINY), "--out", str(out), "--no-compile",
-            *set_args([*TINY, "train.max_steps=1"]))
-    proc = run_cli("visualize", "--checkpoint", str(out / "checkpoint-last.pt"), "--task",
+    ckpt = train("pretrain", DIGITS_TINY, tmp_path / "run", [*TINY, "train.max_steps=1"])
+    proc = run_cli("visualize", "--checkpoint", str(ckpt), "--task",
                    "masks", "--out", str(tmp_path / "x.png"), check=False)
     assert proc.returncode == 2 and "unknown pretext task 'masks'" in proc.stderr
 

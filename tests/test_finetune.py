@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import DIGITS_TINY, ROOT, TINY, run_cli, set_args
+from conftest import DIGITS_TINY, ROOT, TINY, run_cli, set_args, train
 
 from enfold.config import load_config
 from enfold.data import DigitsSource, select_per_class
@@ -105,10 +105,8 @@ def test_knn_votes_for_the_nearest_class():
 
 @pytest.mark.slow
 def test_finetune_cli_full_linear_knn_and_evaluate(tmp_path):
-    pre = tmp_path / "pre"
-    run_cli("pretrain", "--config", str(DIGITS_TINY), "--out", str(pre), "--no-compile",
-            *set_args([*TINY, "train.max_steps=4", "eval.every=0"]))
-    ckpt = pre / "checkpoint-last.pt"
+    ckpt = train("pretrain", DIGITS_TINY, tmp_path / "pre",
+                 [*TINY, "train.max_steps=4", "eval.every=0"])
     overrides = set_args([*TINY, "train.max_steps=6", "eval.every=3", "data.labels_per_class=5",
                           "finetune.mixup=0.2", "finetune.cutmix=0.2"])
     full = tmp_path / "full"
@@ -148,9 +146,9 @@ def test_finetune_cli_full_linear_knn_and_evaluate(tmp_path):
 
 
 def test_finetune_from_a_finetune_checkpoint_is_refused(tmp_path):
-    run_cli("finetune", "--config", str(FINETUNE_TINY), "--out", str(tmp_path / "s"),
-            "--no-compile", *set_args([*TINY, "train.max_steps=1", "eval.every=0"]))
+    done = train("finetune", FINETUNE_TINY, tmp_path / "s",
+                 [*TINY, "train.max_steps=1", "eval.every=0"])
     proc = run_cli("finetune", "--config", str(FINETUNE_TINY), "--pretrained",
-                   str(tmp_path / "s" / "checkpoint-last.pt"), "--out", str(tmp_path / "x"),
+                   str(done), "--out", str(tmp_path / "x"),
                    *set_args(TINY), check=False)
     assert proc.returncode == 2 and "'finetune' checkpoint" in proc.stderr

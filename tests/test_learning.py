@@ -10,7 +10,7 @@ from enfold.pipeline.progress import read_metrics
 
 @pytest.mark.slow
 def test_digits_tiny_pretraining_restores_masked_patches(digits_tiny_run):
-    # digits_tiny_run: enfold pretrain --config configs/pretrain/digits-tiny.yaml --max-steps 100
+    # digits_tiny_run: configs/pretrain/digits-tiny.yaml for 100 steps (conftest)
     out = digits_tiny_run
     evals = [r for r in read_metrics(out / "metrics.jsonl") if "eval/mask/psnr_restored" in r]
     last = evals[-1]

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_cli, set_args
+from conftest import ROOT, run_cli, train
 
 from enfold.errors import EnfoldError
 from enfold.export.export import export_artifact
@@ -27,10 +27,8 @@ def exported(digits_tiny_run, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("runtime")
     pre = digits_tiny_run / "checkpoint-last.pt"
-    run_cli("finetune", "--config", str(FINETUNE_TINY), "--pretrained", str(pre), "--out",
-            str(root / "ft"), "--no-compile", "--max-steps", "60",
-            *set_args(["eval.every=0"]))
-    ft = root / "ft" / "checkpoint-last.pt"
+    ft = train("finetune", FINETUNE_TINY, root / "ft", ["train.max_steps=60", "eval.every=0"],
+               pretrained=pre)
     art = root / "artifacts"
     for fmt in ("onnx", "torchscript"):
         export_artifact(str(pre), "restorer", fmt, art, steps=2, validate=False)

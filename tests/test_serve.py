@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from conftest import DIGITS_TINY, ROOT, TINY, run_cli, set_args
+from conftest import DIGITS_TINY, ROOT, TINY, train
 from PIL import Image
 
 from enfold.export.export import export_artifact
@@ -92,14 +92,11 @@ def stop(proc: subprocess.Popen) -> None:
 def models(tmp_path_factory):
     """A tiny pretrain checkpoint and a classifier fine-tuned from it, exported to ONNX."""
     root = tmp_path_factory.mktemp("serve")
-    tiny = set_args([*TINY, "train.max_steps=20", "eval.every=0"])
-    run_cli("pretrain", "--config", str(DIGITS_TINY), "--out", str(root / "pre"), "--no-compile",
-            *tiny)
-    pre = root / "pre" / "checkpoint-last.pt"
-    run_cli("finetune", "--config", str(FINETUNE_TINY), "--pretrained", str(pre), "--out",
-            str(root / "ft"), "--no-compile", *tiny)
-    classifier = export_artifact(str(root / "ft" / "checkpoint-last.pt"), "classifier", "onnx",
-                                 root / "exported", validate=False)["artifact"]
+    tiny = [*TINY, "train.max_steps=20", "eval.every=0"]
+    pre = train("pretrain", DIGITS_TINY, root / "pre", tiny)
+    ft = train("finetune", FINETUNE_TINY, root / "ft", tiny, pretrained=pre)
+    classifier = export_artifact(str(ft), "classifier", "onnx", root / "exported",
+                                 validate=False)["artifact"]
     return {"pretrain": str(pre), "classifier": str(classifier), "root": root}
 
 

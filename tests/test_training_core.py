@@ -135,7 +135,7 @@ def test_resume_reads_a_field_added_since_the_checkpoint_as_its_default(tmp_path
 
 
 def _pretrain_cmd(out, *extra: str) -> list[str]:
-    overrides = [*TINY, "train.max_steps=150", "train.ckpt_every=5", "train.log_every=1",
+    overrides = [*TINY, "train.max_steps=60", "train.ckpt_every=5", "train.log_every=1",
                  "eval.every=1000"]
     return [sys.executable, "-m", "enfold.cli.app", "pretrain", "--config", str(DIGITS_TINY),
             "--out", str(out), "--no-compile", *set_args(overrides), *extra]
@@ -170,7 +170,7 @@ def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(tmp_path):
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     stopped_at = load_checkpoint(killed / "checkpoint-last.pt")["step"]
-    assert 0 < stopped_at < 150
+    assert 0 < stopped_at < 60
 
     resumed = subprocess.run(_pretrain_cmd(killed), check=True, capture_output=True, text=True,
                              env=cli_env(), cwd=ROOT, timeout=600)
@@ -181,4 +181,4 @@ def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(tmp_path):
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
     records = [json.loads(line) for line in (killed / "metrics.jsonl").open()]
     steps = [r["step"] for r in records if "loss" in r]
-    assert steps == list(range(1, 151))  # each step logged once, the replayed ones not twice
+    assert steps == list(range(1, 61))  # each step logged once, the replayed ones not twice
