@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conftest import DIGITS_TINY, ROOT, TINY
+from conftest import DIGITS_TINY, ROOT, TINY, train
 
 FINETUNE_TINY = ROOT / "configs" / "finetune" / "digits-tiny.yaml"
 BATCH = "1:4:16"  # the exports' batch range (max_batch_size 16 in Triton)
@@ -16,14 +16,10 @@ _SHARED: dict[str, Any] = {}
 
 def train_tiny(root: Path, steps: int = 10) -> dict[str, Path]:
     """``{"pretrain": ckpt, "finetune": ckpt}`` of a 1-block, 8x8 digits model."""
-    from enfold.config import load_config
-    from enfold.pipeline.finetune import run_finetune
-    from enfold.pipeline.pretrain import run_pretrain
-
-    extra = [*TINY, "train.compile=false", f"train.max_steps={steps}", f"eval.every={steps}"]
-    pre = run_pretrain(load_config(DIGITS_TINY, extra), root / "pre")
-    ft = run_finetune(load_config(FINETUNE_TINY, extra), root / "ft", pretrained=pre)
-    return {"pretrain": Path(pre), "finetune": Path(ft)}
+    extra = [*TINY, f"train.max_steps={steps}", f"eval.every={steps}"]
+    pre = train("pretrain", DIGITS_TINY, root / "pre", extra)
+    return {"pretrain": pre, "finetune": train("finetune", FINETUNE_TINY, root / "ft", extra,
+                                               pretrained=pre)}
 
 
 def shared_tiny(tmp_path_factory) -> dict[str, Any]:

@@ -41,6 +41,13 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as the gray corruption uses
 TASKS_WITH_CONSISTENCY = ("mask", "sr", "gray")
 
 
+def enlarge_nearest(y: torch.Tensor, f: int) -> torch.Tensor:
+    """Each pixel repeated ``f`` x ``f``: ``(B, C, h, w) -> (B, C, hf, wf)``, by reshapes
+    (``interpolate`` would put an arange made on a fixed device into the exported graph)."""
+    b, c, h, w = y.shape
+    return y[:, :, :, None, :, None].expand(b, c, h, f, w, f).reshape(b, c, h * f, w * f)
+
+
 class Consistency(nn.Module):
     """The identity projection; the others override what their measurement pins down."""
 
@@ -81,9 +88,7 @@ class KeepVisible(Consistency):
         at_fill = ((x0 - self.fill).abs() < 1e-4).to(x0.dtype).amin(dim=1, keepdim=True)
         p = self.patch
         whole = (F.avg_pool2d(at_fill, p, p) > 1 - 1e-6).to(x0.dtype)  # (B, 1, H/p, W/p)
-        b, _, h, w = whole.shape
-        # nearest enlargement by reshapes (interpolate would put an arange in the exported graph)
-        return whole[:, :, :, None, :, None].expand(b, 1, h, p, w, p).reshape(b, 1, h * p, w * p)
+        return enlarge_nearest(whole, p)
 
     def prepare(self, x0: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor | None:
         if weight is None:
@@ -143,19 +148,13 @@ class LowResProjection(Consistency):
         f = self.factor
         return x.reshape(b, c, h // f, f, w // f, f).mean(dim=(3, 5))
 
-    def up_nearest(self, y: torch.Tensor) -> torch.Tensor:
-        """Each low-resolution pixel repeated ``f`` x ``f``: ``(B, C, h, w) -> (B, C, hf, wf)``."""
-        b, c, h, w = y.shape
-        f = self.factor
-        return y[:, :, :, None, :, None].expand(b, c, h, f, w, f).reshape(b, c, h * f, w * f)
-
     def prepare(self, x0: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         # x0 = bilinear_up(y), so down(x0) = M y M^T per channel: y = M^-1 down(x0) M^-T.
         z = self.down(x0)  # (B, C, h, h)
         return self.inverse @ z @ self.inverse.T
 
     def apply(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return x + self.up_nearest(y - self.down(x))
+        return x + enlarge_nearest(y - self.down(x), self.factor)
 
 
 class LumaProjection(Consistency):
