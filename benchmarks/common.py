@@ -96,8 +96,9 @@ def finetune_arm(arm: str, seed: int, *, checkpoint: Path | None, out: Path,
                  config: Path = FINETUNE) -> ArmResult:
     """Held-out top-1 of one arm (``scratch``, ``pretrained``, ``linear`` or ``knn``) and seed,
     fine-tuned with ``config`` (default ``configs/finetune/digits-tiny.yaml``) in
-    ``out/<arm>-seed<seed>`` from
-    ``checkpoint`` (ignored for scratch). A finished run of the same config and checkpoint is
+    ``out/<arm>-seed<seed>`` (``out/<arm>-<N>labels-seed<seed>`` for N labels per class other
+    than 10, so the two tables' arms sit side by side) from ``checkpoint`` (ignored for
+    scratch). A finished run of the same config and checkpoint is
     reused, from ``out`` or, for scratch, also from ``reuse_scratch`` (the scratch arm does not
     depend on pretraining)."""
     from enfold.pipeline.finetune import run_finetune
@@ -107,7 +108,8 @@ def finetune_arm(arm: str, seed: int, *, checkpoint: Path | None, out: Path,
         f"train.max_steps={finetune_steps}", f"data.labels_per_class={labels_per_class}",
         "train.compile=false", f"eval.every={finetune_steps}", *overrides,
     ])
-    run_dir = out / f"{arm}-seed{seed}"
+    labels = "" if labels_per_class == 10 else f"-{labels_per_class}labels"
+    run_dir = out / f"{arm}{labels}-seed{seed}"
     start = None if arm == "scratch" else checkpoint
     source = source_of(start)
     candidates = [run_dir]

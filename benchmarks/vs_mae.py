@@ -96,7 +96,7 @@ def fill_sincos_positions(model) -> None:
                 table.copy_(sincos_2d(grid, table.shape[-1])[None])
 
 
-def unlabelled_digits(cfg: Config) -> torch.Tensor:
+def unlabelled_images(cfg: Config) -> torch.Tensor:
     """The unlabelled training split, normalised, ``(N, C, H, W)``: what enfold pretrains on."""
     from enfold.data import build_source, normalize
 
@@ -368,7 +368,7 @@ def main() -> None:
     t_start = time.time()
     cfg = load_config(PRETRAIN, ["train.compile=false"])
     steps = cfg.train.max_steps
-    data = unlabelled_digits(cfg)
+    data = unlabelled_images(cfg)
     per_step = step_times(cfg, data)
     print(f"seconds per step (eager, batch {cfg.data.batch_size}): {per_step}", flush=True)
     enfold_seconds = steps * per_step["enfold"]

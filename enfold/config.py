@@ -44,6 +44,9 @@ class ModelConfig:
     # mask restorers: Jacobi sweeps of a harmonic fill that give the steps a smooth first guess
     # instead of the flat fill (0: start from the corrupted input)
     fill_holes: int = 0
+    # then iterations of a biharmonic (thin-plate) flow with momentum, which continues the
+    # surrounding gradients into the holes instead of flattening them (0: off)
+    fill_biharmonic: int = 0
     # "last": backpropagate through the last restoration step only (earlier ones detached)
     backprop_steps: Literal["all", "last"] = "all"
 

@@ -87,3 +87,20 @@ def test_write_checkpoint_is_the_layout_loaders_read(tmp_path, tiny_cfg):
     state = load_checkpoint(path)
     assert list(state) == ["stage", "step", "model", "config", "versions", "classes"]
     assert state["step"] == 7 and torch.equal(state["model"]["w"], torch.ones(2))
+
+
+def test_arms_with_another_label_count_get_their_own_directory(tmp_path):
+    # a 100-labels run must not read back, nor delete, the 10-labels arm beside it
+    ckpt = tmp_path / "pre.pt"
+    ckpt.write_bytes(b"weights")
+    ten = tmp_path / "out" / "linear-seed0"
+    _finished_arm(ten, _arm_cfg(), common.source_of(ckpt), 0.625)
+    cfg100 = load_config(common.FINETUNE, [
+        "finetune.mode=linear", "train.seed=0", "train.max_steps=300",
+        "data.labels_per_class=100", "train.compile=false", "eval.every=300"])
+    _finished_arm(tmp_path / "out" / "linear-100labels-seed0", cfg100, common.source_of(ckpt),
+                  0.75)
+    result = common.finetune_arm("linear", 0, checkpoint=ckpt, out=tmp_path / "out",
+                                 labels_per_class=100)
+    assert result == common.ArmResult(0.75, read_back=True)
+    assert common.final_top1(ten) == 0.625

@@ -244,9 +244,10 @@ def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 def build_energy_model(cfg: Config) -> EnergyViT:
     """Build the energy ViT described by a full :class:`enfold.config.Config`."""
     task = None
-    if cfg.model.fill_holes and not cfg.model.consistency:
-        raise ConfigError("model.fill_holes needs model.consistency=true (the holes it fills "
-                          "are the ones the mask projection knows)")
+    for name in ("fill_holes", "fill_biharmonic"):
+        if getattr(cfg.model, name) and not cfg.model.consistency:
+            raise ConfigError(f"model.{name} needs model.consistency=true (the holes it fills "
+                              "are the ones the mask projection knows)")
     if cfg.model.consistency:
         if len(cfg.corrupt.tasks) != 1:
             raise ConfigError(
@@ -258,5 +259,5 @@ def build_energy_model(cfg: Config) -> EnergyViT:
         task, cfg.model.img_size, cfg.corrupt.sr.factor, list(cfg.data.mean), list(cfg.data.std),
         mask_fill=cfg.corrupt.mask.fill,
         mask_patch=cfg.corrupt.mask.patch_size or cfg.model.patch_size,
-        fill_holes=cfg.model.fill_holes)
+        fill_holes=cfg.model.fill_holes, fill_biharmonic=cfg.model.fill_biharmonic)
     return EnergyViT(cfg.model, cfg.loss, consistency)
