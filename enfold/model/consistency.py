@@ -93,6 +93,12 @@ class KeepVisible(Consistency):
         self.patch = patch
         self.fill_holes = fill_holes
         self.fill_biharmonic = fill_biharmonic
+        # the 5-point neighbour sum as a depthwise 3x3 kernel per channel, (C, 1, 3, 3): a fixed
+        # channel count, as the exporters need for a grouped conv
+        plus = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+        channels = 1 if value is None else value.shape[1]
+        self.register_buffer("plus", plus.expand(channels, 1, 3, 3).contiguous(),
+                             persistent=False)
 
     def find_holes(self, x0: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W) -> (B, 1, H, W)``, 1 on the patches that hold the fill everywhere."""
@@ -120,22 +126,23 @@ class KeepVisible(Consistency):
         x = w * torch.where(den > 1e-6, num / den.clamp_min(1e-6), x0) + known * x0
         for _ in range(self.fill_holes):  # Jacobi sweeps: each hole pixel -> its 3x3 mean
             x = w * F.avg_pool2d(x, 3, 1, padding=1, count_include_pad=False) + known * x0
-        velocity = None  # heavy-ball momentum; no zeros tensor, which would trace to a factory
+        if self.fill_biharmonic <= 0:
+            return x
+        # in-image neighbours of each pixel (4, 3 on edges, 2 in corners), made from w so no
+        # factory op enters the traced graph
+        neighbours = F.conv2d(w * 0 + 1, self.plus[:1], padding=1)  # (B, 1, H, W)
+        velocity = None  # heavy-ball momentum
         for _ in range(self.fill_biharmonic):
-            step = -self.FLOW_STEP * w * self._lap(self._lap(x))
+            step = -self.FLOW_STEP * w * self._lap(self._lap(x, neighbours), neighbours)
             velocity = step if velocity is None else self.FLOW_MOMENTUM * velocity + step
             x = x + velocity
         return x
 
-    @staticmethod
-    def _lap(x: torch.Tensor) -> torch.Tensor:
-        """The 5-point Laplacian per channel, edges replicated: ``(B, C, H, W)`` -> same (by
-        slices and concatenation: a grouped conv needs a fixed channel count to export, and
-        ``F.pad(mode="replicate")`` traces to an index tensor made on a fixed device)."""
-        p = torch.cat([x[:, :, :1], x, x[:, :, -1:]], dim=2)
-        p = torch.cat([p[:, :, :, :1], p, p[:, :, :, -1:]], dim=3)
-        return (p[:, :, :-2, 1:-1] + p[:, :, 2:, 1:-1] + p[:, :, 1:-1, :-2] + p[:, :, 1:-1, 2:]
-                - 4 * x)
+    def _lap(self, x: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        """The 5-point Laplacian per channel with mirrored (Neumann) edges, i.e. the edge pixels
+        replicated outward: the sum of the in-image neighbours minus their count times the
+        pixel. ``(B, C, H, W)`` -> same; one grouped conv, which exports and traces cheaply."""
+        return F.conv2d(x, self.plus, padding=1, groups=x.shape[1]) - neighbours * x
 
     def apply(self, x: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         if state is None:
