@@ -35,17 +35,24 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, finetune_arm, finished_pretraining, machine, shown
+from common import ROOT, finished_pretraining, machine, shown
 from results_doc import write_section
-from vs_mae import mae_to_enfold_checkpoint, step_times, train_mae, unlabelled_images
+from ssl_gain import PRESETS
+from vs_mae import MODES as ARMS  # fine-tune, linear probe, kNN
+from vs_mae import downstream, mae_to_enfold_checkpoint, step_times, train_mae, unlabelled_images
 
-PRETRAIN = ROOT / "configs" / "pretrain" / "fmnist-tiny.yaml"
-FINETUNE = ROOT / "configs" / "finetune" / "fmnist-tiny.yaml"
-ARMS = ("pretrained", "linear", "knn")  # fine-tune, linear probe, kNN
+PRETRAIN, FINETUNE, _ = PRESETS["fmnist"]
 ARM_NAMES = {"pretrained": "fine-tune", "linear": "linear probe", "knn": "kNN"}
 # enfold/MAE step time, compiled, on one H200 (ViT-S/16, batch 64, bf16, K=2; docs/RESULTS.md,
 # GPU suite): the only GPU ratio measured so far, on a larger model than this one
 H200_STEP_RATIO = 1.4
+
+
+def variant_tag(overrides: list[str]) -> str:
+    """What names a variant of the enfold series in run folders, the results section and the
+    plot: ``["model.backprop_steps=last"]`` -> ``"-backprop_steps-last"``; no overrides: ``""``."""
+    return "".join(f"-{key.split('.')[-1]}-{value}"
+                   for key, value in (o.split("=", 1) for o in overrides))
 
 
 def enfold_run(steps: int, out: Path, reuse: Path, overrides: list[str]) -> tuple[Path, Path]:
@@ -56,8 +63,7 @@ def enfold_run(steps: int, out: Path, reuse: Path, overrides: list[str]) -> tupl
     from enfold.pipeline.pretrain import run_pretrain
 
     cfg = load_config(PRETRAIN, [f"train.max_steps={steps}", *overrides])
-    tag = "-".join(["enfold", *[o.split("=")[0].split(".")[-1] + "-" + o.split("=")[1]
-                                for o in overrides], str(steps)])
+    tag = f"enfold{variant_tag(overrides)}-{steps}"
     for arm_dir in (out / tag, reuse):
         if finished_pretraining(arm_dir / "pretrain", cfg):
             print(f"reusing {arm_dir / 'pretrain'}", flush=True)
@@ -81,17 +87,6 @@ def mae_run(cfg, data, steps: int, out: Path, seed: int = 0) -> tuple[Path, Path
     record.write_text(json.dumps({"steps": steps, "seed": seed, "seconds": seconds,
                                   "curve": curve}))
     return ckpt, arm_dir, curve
-
-
-def scores(ckpt: Path, arm_dir: Path, seeds: list[int]) -> dict[str, list[float]]:
-    """Held-out top-1 of the three arms per seed (finished arms read back)."""
-    out: dict[str, list[float]] = {}
-    for seed in seeds:
-        for arm in ARMS:
-            top1 = finetune_arm(arm, seed, checkpoint=ckpt, out=arm_dir, config=FINETUNE).top1
-            out.setdefault(arm, []).append(top1)
-            print(f"{arm_dir.name} seed {seed} {arm} top-1 {top1:.4f}", flush=True)
-    return out
 
 
 def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
@@ -178,7 +173,7 @@ def main() -> None:
     from enfold.config import load_config
 
     # a variant of the enfold series gets its own results section, plot and runs
-    variant = "".join(f"_{o.replace('=', '_').replace('.', '_')}" for o in args.enfold_set)
+    variant = variant_tag(args.enfold_set)
     args.plot = args.plot.with_stem(args.plot.stem + variant)
     t_start = time.time()
     cfg = load_config(PRETRAIN, ["train.compile=false", *args.enfold_set])
@@ -194,10 +189,12 @@ def main() -> None:
     seeds = lambda steps: args.full_seeds if steps == full else args.seeds  # noqa: E731
     for steps in sorted(args.enfold_steps):
         ckpt, arm_dir = enfold_run(steps, args.out, args.reuse, args.enfold_set)
-        series[enfold_name].append({"steps": steps, **scores(ckpt, arm_dir, seeds(steps))})
+        series[enfold_name].append(
+            {"steps": steps, **downstream(arm_dir, ckpt, seeds(steps), FINETUNE)})
     for steps in sorted(args.mae_steps):
         ckpt, arm_dir, _ = mae_run(mae_cfg, data, steps, args.out)
-        series["MAE"].append({"steps": steps, **scores(ckpt, arm_dir, seeds(steps))})
+        series["MAE"].append(
+            {"steps": steps, **downstream(arm_dir, ckpt, seeds(steps), FINETUNE)})
     for name, rows in series.items():
         for r in rows:
             r["epochs"] = r["steps"] * epoch

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import PRETRAIN, ROOT, finetune_arm, machine
+from common import FINETUNE, PRETRAIN, ROOT, finetune_arm, machine
 from results_doc import write_section
 
 from enfold.config import Config
@@ -277,13 +277,14 @@ def auroc_rows(cfg: Config, enfold_ckpt: Path, mae, count: int = 256) -> list[di
     return rows
 
 
-def downstream(arm_dir: Path, ckpt: Path | None, seeds: list[int]) -> dict[str, list]:
-    """Fine-tune, probe and kNN top-1 per seed (reusing finished runs in ``arm_dir`` of the
-    same config and checkpoint)."""
+def downstream(arm_dir: Path, ckpt: Path | None, seeds: list[int],
+               config: Path = FINETUNE) -> dict[str, list]:
+    """Fine-tune, probe and kNN top-1 per seed with the fine-tune ``config`` (reusing finished
+    runs in ``arm_dir`` of the same config and checkpoint)."""
     scores: dict[str, list[float]] = {}
     for seed in seeds:
         for arm in (("scratch",) if ckpt is None else MODES):
-            top1 = finetune_arm(arm, seed, checkpoint=ckpt, out=arm_dir).top1
+            top1 = finetune_arm(arm, seed, checkpoint=ckpt, out=arm_dir, config=config).top1
             scores.setdefault(arm, []).append(top1)
             print(f"{arm_dir.name} seed {seed} {arm} top-1 {top1:.4f}", flush=True)
     return scores

@@ -22,4 +22,3 @@ def test_mae_position_tables_are_filled_and_distinct():
         assert not table.requires_grad  # fixed tables, as in MAE
         # every patch position gets its own code, so masked patches can be told apart
         assert torch.cdist(patches, patches).add(torch.eye(len(patches))).min() > 0.1
-
