@@ -37,10 +37,28 @@ def source_of(checkpoint: Path | None) -> str:
     return SCRATCH if checkpoint is None else file_sha256(checkpoint)
 
 
-def same_run(run_dir: Path, cfg: Config, source: str) -> bool:
-    """Whether ``run_dir`` was made by exactly ``cfg`` starting from ``source``."""
+# What a fine-tune arm never reads: how the energy restores (the classifier is the ViT alone).
+# The starting checkpoint's sha256 already keys what pretraining did with them, so an arm is
+# reused across recipes that differ only here (the scratch arm across K, for one).
+RESTORATION_ONLY = ("steps", "step_size", "learn_step_sizes", "backprop_steps", "langevin_noise")
+
+
+def arm_key(config: dict[str, Any]) -> dict[str, Any]:
+    """A fine-tune arm's config without the fields it never reads (``RESTORATION_ONLY`` and the
+    restoration loss)."""
+    key = {name: value for name, value in config.items() if name != "loss"}
+    key["model"] = {k: v for k, v in config["model"].items() if k not in RESTORATION_ONLY}
+    return key
+
+
+def same_run(run_dir: Path, cfg: Config, source: str, *, arm: bool = False) -> bool:
+    """Whether ``run_dir`` was made by exactly ``cfg`` starting from ``source`` (for a fine-tune
+    ``arm``: up to the fields it never reads)."""
     config = run_dir / "config.yaml"
-    if not config.exists() or yaml.safe_load(config.read_text()) != to_dict(cfg):
+    if not config.exists():
+        return False
+    done, want = yaml.safe_load(config.read_text()), to_dict(cfg)
+    if (arm_key(done) != arm_key(want)) if arm else (done != want):
         return False
     recorded = run_dir / SOURCE
     return (recorded.read_text().strip() if recorded.exists() else SCRATCH) == source
@@ -53,7 +71,7 @@ def record_source(run_dir: Path, source: str) -> None:
 
 def finished_finetune(run_dir: Path, cfg: Config, source: str) -> bool:
     """A finished fine-tune arm (its ``eval.json`` written) of this config and starting point."""
-    return (run_dir / "eval.json").exists() and same_run(run_dir, cfg, source)
+    return (run_dir / "eval.json").exists() and same_run(run_dir, cfg, source, arm=True)
 
 
 def finished_pretraining(run_dir: Path, cfg: Config) -> bool:

@@ -203,7 +203,8 @@ def main() -> None:
     command = "python benchmarks/learning_curves.py " + " ".join(sys.argv[1:])
     ratio = per_step["enfold"] / per_step["mae"]
     lines = [
-        "## Learning curves: enfold against a masked autoencoder (Fashion-MNIST)",
+        "## Learning curves: enfold against a masked autoencoder (Fashion-MNIST"
+        + (f", enfold with {' '.join(args.enfold_set)})" if args.enfold_set else ")"),
         "",
         f"Command: `{command.strip()}` (`{shown(PRETRAIN)}` for both methods' encoder, data, "
         f"batch and schedule; each budget its own run; fine-tune seeds {args.seeds} per point and "

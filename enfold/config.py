@@ -57,6 +57,10 @@ class LossConfig:
 
     kind: Literal["mse", "l1", "smooth_l1"] = "mse"
     region: Literal["corrupted", "all"] = "corrupted"
+    # pooled: one mean over the batch's region; per_image_log: the mean over images of
+    # log(each image's region error), which with mse is the negative mean PSNR up to constants,
+    # so easy (smooth) images weigh as much as hard ones
+    reduction: Literal["pooled", "per_image_log"] = "pooled"
     step_weights: list[float] | None = None  # one weight per step; None: last step only
     margin_weight: float = 0.0  # weight of the clean-below-corrupted energy margin term
     margin: float = 1.0

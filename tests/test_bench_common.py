@@ -53,6 +53,30 @@ def test_reuse_needs_the_same_checkpoint_config_and_a_finished_run(tmp_path):
     assert not common.finished_finetune(run, _arm_cfg(), common.source_of(ckpt))
 
 
+def test_an_arm_is_reused_across_restoration_only_fields_but_not_across_the_classifier(tmp_path):
+    ckpt = tmp_path / "a.pt"
+    ckpt.write_bytes(b"weights a")
+    run = tmp_path / "linear-seed0"
+    _finished_arm(run, _arm_cfg(), common.source_of(ckpt), 0.5)
+    source = common.source_of(ckpt)
+    base = ["finetune.mode=linear", "train.seed=0", "train.max_steps=300",
+            "data.labels_per_class=10", "train.compile=false", "eval.every=300"]
+    # K and the restoration loss never reach the classifier; the checkpoint hash keys them
+    for change in ("model.steps=1", "model.backprop_steps=last",
+                   "loss.reduction=per_image_log"):
+        assert common.finished_finetune(run, load_config(common.FINETUNE, [*base, change]),
+                                        source), change
+    for change in ("model.depth=1", "model.embed_dim=64", "finetune.layer_decay=0.5"):
+        assert not common.finished_finetune(run, load_config(common.FINETUNE, [*base, change]),
+                                            source), change
+    # pretraining runs still need the exact config
+    pre = tmp_path / "pretrain"
+    pre.mkdir()
+    save_config(_arm_cfg(), pre / "config.yaml")
+    assert not common.same_run(pre, load_config(common.FINETUNE, [*base, "model.steps=1"]),
+                               common.SCRATCH)
+
+
 def test_a_pretraining_run_is_finished_at_its_max_steps_with_its_config(tmp_path, tiny_cfg):
     run = tmp_path / "pretrain"
     run.mkdir()

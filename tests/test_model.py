@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import timm
 import torch
@@ -99,6 +101,27 @@ def test_loss_region_and_step_weights():
         make("loss.step_weights=[1.0]")
     weighted = make("loss.step_weights=[1.0, 1.0]")(x, clean, weight)[0]
     assert torch.isfinite(weighted)
+
+
+def test_per_image_log_reduction_is_the_mean_log_of_each_images_region_error():
+    model = make("loss.reduction=per_image_log")
+    clean = torch.zeros(2, 3, 4, 4)
+    restored = clean.clone()
+    restored[0] += 0.1  # image 0: error 0.01 everywhere; image 1: 0.25 on its region only
+    restored[1, :, :2] += 0.5
+    weight = torch.zeros(2, 1, 4, 4)
+    weight[:, :, :2] = 1.0  # the corrupted region: the top half of both images
+    got = model.reconstruction_error(restored, clean, weight)
+    want = (math.log(0.01 + 1e-6) + math.log(0.25 + 1e-6)) / 2
+    assert abs(float(got) - want) < 1e-5
+    # pooled, the hard image dominates; per image, halving the easy image's error counts as
+    # much as halving the hard one's
+    pooled = make().reconstruction_error(restored, clean, weight)
+    assert abs(float(pooled) - (0.01 + 0.25) / 2) < 1e-6
+    x, clean, weight = batch()
+    loss = model(x, clean, weight)[0]
+    loss.backward()
+    assert torch.isfinite(loss) and model.log_step_sizes.grad is not None
 
 
 def test_wrong_image_shape_is_a_clear_error():

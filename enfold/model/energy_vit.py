@@ -31,6 +31,7 @@ from enfold.model.backbone import build_backbone
 from enfold.model.consistency import NoConsistency, build_consistency
 from enfold.model.heads import build_energy_head
 
+LOG_ERROR_FLOOR = 1e-6  # per_image_log reduction: log(error + floor)
 GRID_SHIFTS = (1, 4)  # one patch grid, or the four shifts of it by half a patch
 
 _ELEMENTWISE = {
@@ -76,6 +77,7 @@ class EnergyViT(nn.Module):
         self.grid_shifts = 1  # an inference setting (set_grid_shifts); training uses one grid
         self.loss_kind = loss_cfg.kind if loss_cfg else "mse"
         self.loss_region = loss_cfg.region if loss_cfg else "corrupted"
+        self.loss_reduction = loss_cfg.reduction if loss_cfg else "pooled"
         self.margin_weight = loss_cfg.margin_weight if loss_cfg else 0.0
         self.margin = loss_cfg.margin if loss_cfg else 1.0
         self.step_weights = self._check_step_weights(loss_cfg.step_weights if loss_cfg else None)
@@ -197,12 +199,17 @@ class EnergyViT(nn.Module):
 
     def reconstruction_error(self, restored: torch.Tensor, clean: torch.Tensor,
                              weight: torch.Tensor) -> torch.Tensor:
-        """Mean error over the corrupted region (``weight: (B, 1, H, W)``) or all pixels."""
+        """Mean error over the corrupted region (``weight: (B, 1, H, W)``) or all pixels,
+        pooled over the batch, or (``loss.reduction: per_image_log``) the mean over images of
+        the log of each image's error."""
         err = _ELEMENTWISE[self.loss_kind](restored.float(), clean.float())  # (B, C, H, W)
-        if self.loss_region == "all":
-            return err.mean()
-        w = weight.to(err.dtype).expand_as(err)
-        return (err * w).sum() / w.sum().clamp_min(1.0)
+        w = torch.ones_like(err) if self.loss_region == "all" else \
+            weight.to(err.dtype).expand_as(err)
+        if self.loss_reduction == "pooled":
+            return (err * w).sum() / w.sum().clamp_min(1.0)
+        per_image = (err * w).sum((1, 2, 3)) / w.sum((1, 2, 3)).clamp_min(1.0)  # (B,)
+        # the floor caps an image at 60 dB, so a perfect image gives no infinite gradient
+        return torch.log(per_image + LOG_ERROR_FLOOR).mean()
 
     def loss(self, corrupted: torch.Tensor, clean: torch.Tensor,
              weight: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
