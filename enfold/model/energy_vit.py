@@ -31,7 +31,7 @@ from enfold.model.backbone import build_backbone
 from enfold.model.consistency import NoConsistency, build_consistency
 from enfold.model.heads import build_energy_head
 
-LOG_ERROR_FLOOR = 1e-6  # per_image_log reduction: log(error + floor)
+LOG_ERROR_FLOOR = 1e-6  # per_image_log reduction: log(error + floor), error in normalised units
 GRID_SHIFTS = (1, 4)  # one patch grid, or the four shifts of it by half a patch
 
 _ELEMENTWISE = {
@@ -208,7 +208,7 @@ class EnergyViT(nn.Module):
         if self.loss_reduction == "pooled":
             return (err * w).sum() / w.sum().clamp_min(1.0)
         per_image = (err * w).sum((1, 2, 3)) / w.sum((1, 2, 3)).clamp_min(1.0)  # (B,)
-        # the floor caps an image at 60 dB, so a perfect image gives no infinite gradient
+        # the floor keeps the gradient of a (nearly) perfect image finite
         return torch.log(per_image + LOG_ERROR_FLOOR).mean()
 
     def loss(self, corrupted: torch.Tensor, clean: torch.Tensor,
