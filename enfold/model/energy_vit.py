@@ -203,13 +203,17 @@ class EnergyViT(nn.Module):
         pooled over the batch, or (``loss.reduction: per_image_log``) the mean over images of
         the log of each image's error."""
         err = _ELEMENTWISE[self.loss_kind](restored.float(), clean.float())  # (B, C, H, W)
-        w = torch.ones_like(err) if self.loss_region == "all" else \
-            weight.to(err.dtype).expand_as(err)
-        if self.loss_reduction == "pooled":
-            return (err * w).sum() / w.sum().clamp_min(1.0)
-        per_image = (err * w).sum((1, 2, 3)) / w.sum((1, 2, 3)).clamp_min(1.0)  # (B,)
+        pooled = self.loss_reduction == "pooled"
+        dims = (0, 1, 2, 3) if pooled else (1, 2, 3)  # pooled: a scalar; per image: (B,)
+        if self.loss_region == "all":
+            mean = err.mean(dims)
+        else:
+            w = weight.to(err.dtype).expand_as(err)
+            mean = (err * w).sum(dims) / w.sum(dims).clamp_min(1.0)
+        if pooled:
+            return mean
         # the floor keeps the gradient of a (nearly) perfect image finite
-        return torch.log(per_image + LOG_ERROR_FLOOR).mean()
+        return torch.log(mean + LOG_ERROR_FLOOR).mean()
 
     def loss(self, corrupted: torch.Tensor, clean: torch.Tensor,
              weight: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
