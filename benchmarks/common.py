@@ -19,7 +19,8 @@ from typing import Any
 import torch
 import yaml
 
-from enfold.config import Config, load_config, to_dict
+from enfold.config import Config, from_dict, load_config, to_dict
+from enfold.errors import ConfigError
 from enfold.pipeline.checkpoint import LAST, file_sha256, load_checkpoint
 from enfold.pipeline.progress import read_metrics
 
@@ -51,13 +52,24 @@ def arm_key(config: dict[str, Any]) -> dict[str, Any]:
     return key
 
 
+def saved_config(path: Path) -> dict[str, Any] | None:
+    """A run's ``config.yaml`` with the defaults of fields added since filled in (a new field's
+    default keeps the old behaviour, so older runs stay reusable); None when it names a field
+    that no longer exists or is missing."""
+    if not path.exists():
+        return None
+    try:
+        return to_dict(from_dict(Config, yaml.safe_load(path.read_text())))
+    except ConfigError:
+        return None
+
+
 def same_run(run_dir: Path, cfg: Config, source: str, *, arm: bool = False) -> bool:
     """Whether ``run_dir`` was made by exactly ``cfg`` starting from ``source`` (for a fine-tune
     ``arm``: up to the fields it never reads)."""
-    config = run_dir / "config.yaml"
-    if not config.exists():
+    done, want = saved_config(run_dir / "config.yaml"), to_dict(cfg)
+    if done is None:
         return False
-    done, want = yaml.safe_load(config.read_text()), to_dict(cfg)
     if (arm_key(done) != arm_key(want)) if arm else (done != want):
         return False
     recorded = run_dir / SOURCE

@@ -49,6 +49,11 @@ class ModelConfig:
     fill_biharmonic: int = 0
     # "last": backpropagate through the last restoration step only (earlier ones detached)
     backprop_steps: Literal["all", "last"] = "all"
+    # noise restorers: the caller gives the noise level sigma and every step is scaled by
+    # (sigma / sigma_ref)^2, as the best denoising step x + sigma^2 * score(x) scales; sigma_ref
+    # is the centre (geometric mean) of corrupt.noise's range. Training reads sigma off each
+    # noisy/clean pair
+    noise_level_input: bool = False
 
 
 @dataclass

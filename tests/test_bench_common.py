@@ -128,3 +128,22 @@ def test_arms_with_another_label_count_get_their_own_directory(tmp_path):
                                  labels_per_class=100)
     assert result == common.ArmResult(0.75, read_back=True)
     assert common.final_top1(ten) == 0.625
+
+
+def test_a_run_saved_before_a_field_was_added_is_still_the_same_run(tmp_path):
+    import yaml
+
+    ckpt = tmp_path / "a.pt"
+    ckpt.write_bytes(b"weights a")
+    run = tmp_path / "linear-seed0"
+    _finished_arm(run, _arm_cfg(), common.source_of(ckpt), 0.5)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    # as written before loss.reduction existed: its default is the old behaviour
+    del saved["loss"]["reduction"]
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert common.finished_finetune(run, _arm_cfg(), common.source_of(ckpt))
+    # a field the config no longer knows: another run, never an error
+    saved["loss"]["retired_field"] = 1
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert common.saved_config(run / "config.yaml") is None
+    assert not common.finished_finetune(run, _arm_cfg(), common.source_of(ckpt))

@@ -45,3 +45,26 @@ def test_ablations_build_configs():
     mixed = restoration.task_config("mixed", restoration.ABLATIONS[-1].overrides)
     assert sorted(mixed.corrupt.tasks) == sorted(restoration.ALL)
 
+
+
+def test_step_scale_calibration_picks_the_best_factor_and_restores_the_model(monkeypatch):
+    import math
+
+    import torch
+
+    crops = torch.rand(8, 3, 8, 8)
+    monkeypatch.setattr(restoration, "training_crops", lambda cfg, count: crops)
+    model = torch.nn.Module()
+    model.log_step_sizes = torch.nn.Parameter(torch.tensor([0.3, -0.2]))
+    before = model.log_step_sizes.detach().clone()
+
+    def restore(model_, cfg, corrupted, weight):
+        # the error grows with the distance of the first step size from exp(0.3) * 1.2
+        off = abs(float(model_.log_step_sizes[0]) - (0.3 + math.log(1.2)))
+        return crops + (0.01 + off) * torch.ones_like(crops)
+
+    monkeypatch.setattr(restoration, "restore_torch", restore)
+    scale = restoration.calibrate_step_scale(model, restoration.task_config("noise"), "noise")
+    assert scale == 1.2
+    assert torch.equal(model.log_step_sizes.detach(), before)
+    assert restoration.ABLATIONS[-1].per_task_steps

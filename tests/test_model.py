@@ -152,3 +152,51 @@ def test_grid_shifted_energy_is_the_mean_over_the_four_half_patch_shifts():
     assert model.restore(x).shape == x.shape
     with pytest.raises(ConfigError, match="must be 1 or 4"):
         model.set_grid_shifts(3)
+
+
+NOISE_LEVEL = ["corrupt.tasks=[noise]", "corrupt.noise.sigma=0.05", "corrupt.noise.sigma_max=0.2",
+               "model.noise_level_input=true", "model.steps=1"]
+
+
+def test_noise_level_input_scales_the_step_by_sigma_squared():
+    model = make(*NOISE_LEVEL)
+    assert model.noise_ref == pytest.approx(0.1)  # the range's geometric centre
+    x, _, _ = batch()
+    with pytest.raises(ValueError, match="noise level sigma"):
+        model.restore(x)
+    at_ref = model.restore(x, sigma=0.1) - x
+    twice = model.restore(x, sigma=torch.tensor([0.2, 0.2, 0.2])) - x
+    assert at_ref.abs().max() > 0
+    torch.testing.assert_close(twice, 4 * at_ref, rtol=1e-4, atol=1e-6)
+
+
+def test_noise_level_is_read_off_the_pair_in_pixels_and_trains():
+    model = make(*NOISE_LEVEL)  # data.std 0.5: a pixel sigma s is 2 s normalised
+    _, clean, _ = batch(b=4, size=8)
+    sigma = torch.tensor([0.05, 0.1, 0.15, 0.2])
+    noisy = clean + 2 * sigma.view(-1, 1, 1, 1) * torch.randn(clean.shape,
+                                                                generator=torch.Generator()
+                                                                .manual_seed(3))
+    torch.testing.assert_close(model.noise_level(noisy, clean), sigma, rtol=0.25, atol=0)
+    loss, _ = model(noisy, clean, torch.ones(4, 1, 8, 8))
+    loss.backward()
+    assert model.log_step_sizes.grad is not None and torch.isfinite(loss)
+
+
+def test_noise_level_input_is_for_noise_restorers_only():
+    with pytest.raises(ConfigError, match="corrupt.tasks=\\[noise\\]"):
+        make("corrupt.tasks=[mask]", "model.noise_level_input=true")
+
+
+def test_a_noise_level_restorer_is_refused_by_export_and_runtime_with_the_way_out(tmp_path):
+    from enfold.artifact.targets import torch_target
+    from enfold.errors import EnfoldError
+    from enfold.pipeline.trainer import write_checkpoint
+
+    cfg = load_config(None, [*SMALL, *NOISE_LEVEL])
+    path = tmp_path / "noise-level.pt"
+    write_checkpoint(path, stage="pretrain", step=1,
+                     model_state=build_energy_model(cfg).state_dict(), cfg=cfg)
+    assert torch_target(path, "energy").target == "energy"  # the energy exports as is
+    with pytest.raises(EnfoldError, match="sigma=|noise level as a second input"):
+        torch_target(path, "restorer")

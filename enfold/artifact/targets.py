@@ -106,6 +106,11 @@ def torch_target(checkpoint: str | Path, target: str, steps: int | None = None,
     meta["grid_shifts"] = model.grid_shifts
     if target == "energy":
         return TorchTarget(target, TargetModule(model.energy, model), model, size, chans, meta)
+    if model.noise_level_input:
+        raise EnfoldError(f"{checkpoint} is a noise-level restorer (model.noise_level_input): "
+                          "its steps need the noise level as a second input, which exported "
+                          "graphs and the runtime do not take; restore with EnergyViT.restore("
+                          "x, sigma=...) in Python, or train without model.noise_level_input")
     steps = steps or model.num_steps
     if steps < 1:
         raise EnfoldError(f"--steps must be at least 1, got {steps}")

@@ -2,6 +2,7 @@
 
     E(x)      = head(ViT(x))                       x: (B, C, H, W) -> (B,)
     x_{k+1}   = P(x_k - alpha_k * dE/dx(x_k))      k = 0 .. K-1, alpha_k > 0 learned
+                (alpha_k * (sigma / sigma_ref)^2 with ``model.noise_level_input``)
     loss      = sum_k w_k * d(x_{k+1}, x_clean)    on the corrupted region (or everywhere)
 
 ``P`` is the data-consistency projection of a single-task restorer (``model.consistency``; see
@@ -45,8 +46,14 @@ class EnergyViT(nn.Module):
     """A ViT whose scalar output is an energy and whose input gradient restores images."""
 
     def __init__(self, model_cfg: ModelConfig, loss_cfg: LossConfig | None = None,
-                 consistency: nn.Module | None = None):
+                 consistency: nn.Module | None = None, noise_ref: float | None = None,
+                 noise_gain: float = 1.0):
+        """``noise_ref``: sigma_ref in pixels (``model.noise_level_input`` only); ``noise_gain``:
+        the mean over channels of 1/std^2, which turns a pixel variance into a normalised one."""
         super().__init__()
+        if model_cfg.noise_level_input and not (noise_ref and noise_ref > 0):
+            raise ConfigError("model.noise_level_input needs the noise level the step sizes "
+                              f"refer to (a positive sigma_ref), got {noise_ref}")
         if model_cfg.steps < 1:
             raise ConfigError(f"model.steps must be at least 1, got {model_cfg.steps}")
         if model_cfg.step_size <= 0:
@@ -69,6 +76,9 @@ class EnergyViT(nn.Module):
         else:
             self.register_buffer("log_step_sizes", log_alpha)
         self.langevin_noise = model_cfg.langevin_noise
+        self.noise_level_input = model_cfg.noise_level_input
+        self.noise_ref = noise_ref
+        self.noise_gain = noise_gain
         self.consistency = consistency if consistency is not None else NoConsistency()
         self.backprop_steps = model_cfg.backprop_steps
         self.img_size = model_cfg.img_size
@@ -156,6 +166,24 @@ class EnergyViT(nn.Module):
             alpha = torch.cat([alpha, alpha[-1:].expand(steps - self.num_steps)])
         return alpha[:steps]
 
+    def noise_level(self, corrupted: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        """Each image's noise sigma in pixels, read off a (normalised) noisy/clean pair:
+        ``(B, C, H, W) x 2 -> (B,)``. The noise is not clipped, so this is within about 2 %
+        for 32x32 colour crops."""
+        var = (corrupted - clean).detach().float().pow(2).mean((1, 2, 3))  # normalised units
+        return (var / self.noise_gain).sqrt()
+
+    def step_scale(self, sigma: torch.Tensor | float | None, x: torch.Tensor
+                   ) -> torch.Tensor | float:
+        """1, or ``(sigma / sigma_ref)^2`` as ``(B, 1, 1, 1)`` for a noise-level restorer."""
+        if not self.noise_level_input:
+            return 1.0
+        if sigma is None:
+            raise ValueError("this restorer was trained with model.noise_level_input: give the "
+                             "noise level sigma (pixel units in [0, 1], e.g. 0.1)")
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        return (sigma / self.noise_ref).pow(2).expand(x.shape[0]).view(-1, 1, 1, 1)
+
     def energy_grad(self, x: torch.Tensor) -> torch.Tensor:
         """dE/dx: ``(B, C, H, W) -> (B, C, H, W)``; differentiable in the parameters and x."""
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
@@ -168,15 +196,18 @@ class EnergyViT(nn.Module):
     def restore_steps(
         self, x: torch.Tensor, steps: int | None = None, create_graph: bool = False,
         noise: float = 0.0, weight: torch.Tensor | None = None,
+        sigma: torch.Tensor | float | None = None,
     ) -> list[torch.Tensor]:
         """Every restoration step ``[x_1, ..., x_K]``, each ``(B, C, H, W)``.
 
         ``create_graph=True`` keeps the graph so a loss on the steps trains the model (second
         order); otherwise the steps are computed without a parameter graph (inference).
         ``weight`` (``(B, 1, H, W)``, 1 where corrupted) tells the mask projection which pixels
-        are visible; without it the holes are found from their fill value.
+        are visible; without it the holes are found from their fill value. ``sigma`` (a number
+        or ``(B,)``, pixels) is the noise level a ``model.noise_level_input`` restorer needs.
         """
         alpha = self.step_sizes(steps)
+        scale = self.step_scale(sigma, x)  # 1, or (B, 1, 1, 1)
         train = create_graph and torch.is_grad_enabled()
         known = self.consistency.prepare(x, weight)  # what the measurement pins down
         x = self.consistency.start(x, known)  # e.g. holes filled smoothly before the first step
@@ -185,17 +216,17 @@ class EnergyViT(nn.Module):
             # backprop_steps="last": earlier steps only move the starting point of the last
             detach = self.backprop_steps == "last" and k < alpha.shape[0] - 1
             with torch.set_grad_enabled(train and not detach):
-                x = x - alpha[k] * self.energy_grad(x)  # (B, C, H, W)
+                x = x - alpha[k] * scale * self.energy_grad(x)  # (B, C, H, W)
                 x = self.consistency.apply(x, known)
                 if noise > 0:
                     x = x + noise * torch.randn_like(x)  # Langevin-style exploration
             out.append(x.detach() if detach else x)
         return out
 
-    def restore(self, x: torch.Tensor, steps: int | None = None,
-                create_graph: bool = False) -> torch.Tensor:
+    def restore(self, x: torch.Tensor, steps: int | None = None, create_graph: bool = False,
+                sigma: torch.Tensor | float | None = None) -> torch.Tensor:
         """Restore a corrupted image by gradient descent on the energy: ``x_0 -> x_K``."""
-        return self.restore_steps(x, steps, create_graph)[-1]
+        return self.restore_steps(x, steps, create_graph, sigma=sigma)[-1]
 
     def reconstruction_error(self, restored: torch.Tensor, clean: torch.Tensor,
                              weight: torch.Tensor) -> torch.Tensor:
@@ -219,7 +250,9 @@ class EnergyViT(nn.Module):
              weight: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training loss: restore ``corrupted`` with K steps and compare with ``clean``."""
         noise = self.langevin_noise if self.training else 0.0
-        steps = self.restore_steps(corrupted, create_graph=True, noise=noise, weight=weight)
+        sigma = self.noise_level(corrupted, clean) if self.noise_level_input else None
+        steps = self.restore_steps(corrupted, create_graph=True, noise=noise, weight=weight,
+                                   sigma=sigma)
         total = sum(self.step_weights)
         restore_loss = sum(
             w * self.reconstruction_error(x_k, clean, weight)
@@ -259,6 +292,13 @@ def build_energy_model(cfg: Config) -> EnergyViT:
         if getattr(cfg.model, name) and not cfg.model.consistency:
             raise ConfigError(f"model.{name} needs model.consistency=true (the holes it fills "
                               "are the ones the mask projection knows)")
+    noise_ref = None
+    if cfg.model.noise_level_input:
+        if cfg.corrupt.tasks != ["noise"]:
+            raise ConfigError("model.noise_level_input is for noise restorers: it needs "
+                              f"corrupt.tasks=[noise], got {cfg.corrupt.tasks}")
+        sigma = cfg.corrupt.noise
+        noise_ref = math.sqrt(sigma.sigma * (sigma.sigma_max or sigma.sigma))
     if cfg.model.consistency:
         if len(cfg.corrupt.tasks) != 1:
             raise ConfigError(
@@ -271,4 +311,5 @@ def build_energy_model(cfg: Config) -> EnergyViT:
         mask_fill=cfg.corrupt.mask.fill,
         mask_patch=cfg.corrupt.mask.patch_size or cfg.model.patch_size,
         fill_holes=cfg.model.fill_holes, fill_biharmonic=cfg.model.fill_biharmonic)
-    return EnergyViT(cfg.model, cfg.loss, consistency)
+    gain = sum(1.0 / s**2 for s in cfg.data.std) / len(cfg.data.std)
+    return EnergyViT(cfg.model, cfg.loss, consistency, noise_ref=noise_ref, noise_gain=gain)

@@ -58,7 +58,9 @@ def evaluate_restoration(model, tasks: dict, source, mean: list[float], std: lis
         psnr_in, psnr_out, cols = [], [], None
         for corrupted, clean, weight in loader:
             corrupted, clean, weight = corrupted.to(device), clean.to(device), weight.to(device)
-            xs = model.restore_steps(corrupted, steps)  # every step: the grid shows them all
+            # a noise-level restorer gets each image's true sigma, as a user who knows it would
+            sigma = model.noise_level(corrupted, clean) if model.noise_level_input else None
+            xs = model.restore_steps(corrupted, steps, sigma=sigma)  # the grid shows every step
             restored = xs[-1]
             keep = weight.flatten(1).sum(1) > 0
             pix = [denormalize(t, mean, std) for t in (corrupted, restored, clean)]
