@@ -38,6 +38,7 @@ import math
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -644,20 +645,27 @@ def onnx_parity(shipped: dict, batches: dict, out: Path) -> dict[str, Path]:
     return paths
 
 
+@contextmanager
+def scaled_step_sizes(model, scale: float):
+    """``model``'s learned step sizes times ``scale`` inside the block, as they were after."""
+    base = model.log_step_sizes.detach().clone()
+    model.log_step_sizes.data = base + math.log(scale)
+    try:
+        yield model
+    finally:
+        model.log_step_sizes.data = base
+
+
 def calibrate_step_scale(model, cfg: Config, task: str, count: int = 256) -> float:
     """The factor on all of ``model``'s learned step sizes that restores ``task`` best (mean
     region PSNR) on fixed training-photo crops: step sizes per task for one model, chosen
     without the held-out photos. ``model`` is left as it was."""
     crops = training_crops(cfg, count)
     corrupted, clean, weight = corrupt(task, crops, CALIBRATION_SEED)
-    base = model.log_step_sizes.detach().clone()
     psnr = {}
-    try:
-        for scale in STEP_SCALES:
-            model.log_step_sizes.data = base + math.log(scale)
+    for scale in STEP_SCALES:
+        with scaled_step_sizes(model, scale):
             psnr[scale] = score_psnr(restore_torch(model, cfg, corrupted, weight), clean, weight)
-    finally:
-        model.log_step_sizes.data = base
     return max(psnr, key=psnr.get)
 
 
@@ -680,10 +688,9 @@ def run_ablations(args, images, batches, shipped) -> list[dict]:
             if ab.per_task_steps:
                 scale = calibrate_step_scale(model, cfg, task)
                 scales[f"{ab.name}, step sizes per task (x{scale:g})"] = scale
-            base = model.log_step_sizes.detach().clone()
             for variant, scale in scales.items():
-                model.log_step_sizes.data = base + math.log(scale)
-                s = score(restore_torch(model, cfg, corrupted, weight), clean, weight)
+                with scaled_step_sizes(model, scale):
+                    s = score(restore_torch(model, cfg, corrupted, weight), clean, weight)
                 results.append({"task": task, "variant": variant, "trained": ab.task,
                                 "overrides": list(ab.overrides),
                                 "max_steps": cfg.train.max_steps, "read_back": read_back,
@@ -693,7 +700,6 @@ def run_ablations(args, images, batches, shipped) -> list[dict]:
                                 "diff": s["psnr"] - shipped[task]["one_grid_psnr"]})
                 print(f"ablation {ab.dirname} ({variant}) on {task}: {s['psnr']:.2f} dB "
                       f"({results[-1]['diff']:+.2f} vs shipped)", flush=True)
-            model.log_step_sizes.data = base
     return results
 
 
