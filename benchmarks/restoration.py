@@ -36,6 +36,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -95,6 +96,10 @@ class Ablation:
         return f"{self.task}-" + "".join(c if c.isalnum() else "-" for c in self.name.lower())
 
 
+# a variant repeated with another training seed is named "<variant>, seed N" (no suffix: seed 0)
+SEEDED = re.compile(r"^(?P<variant>.*), seed (?P<seed>\d+)$")
+# per task, the variant the other seeded variants are compared with, seed by seed
+SEED_BASELINES = {"noise": "600 steps"}
 ALL = tuple(t for t in TASKS if t != "sr4")  # the tasks one mixed model trains on
 SHORT_WARMUP = "train.warmup_steps=50"  # the 300- and 600-step recipes' warmup (the long ones: 100)
 PER_IMAGE_LOG = "loss.reduction=per_image_log"
@@ -102,6 +107,9 @@ NOISE_RANGE = ("corrupt.noise.sigma=0.05", "corrupt.noise.sigma_max=0.2")
 # the mask recipe before 512 biharmonic sweeps, before the per-image log loss, and before the
 # biharmonic flow
 MASK_256 = "model.fill_biharmonic=256"
+# the noise variants repeated over training seeds, each with its switch
+NOISE_600 = (("600 steps", ()), ("linear energy head", ("model.energy_head=linear",)),
+             ("reconstruction energy", ("model.energy_head=recon",)), ("K=2", ("model.steps=2",)))
 MASK_POOLED = (MASK_256, "loss.reduction=pooled")
 MASK_BEFORE = ("model.fill_biharmonic=0", "loss.reduction=pooled")
 ABLATIONS = [
@@ -112,8 +120,8 @@ ABLATIONS = [
     # flow) and 29.48 with 512 (no gain beyond): 512 is shipped, and the rows below keep 256
     Ablation("mask", "256 biharmonic sweeps", (MASK_256,)),
     # that recipe with other training seeds
-    Ablation("mask", "seed 1", (MASK_256, "train.seed=1")),
-    Ablation("mask", "seed 2", (MASK_256, "train.seed=2")),
+    Ablation("mask", "256 biharmonic sweeps, seed 1", (MASK_256, "train.seed=1")),
+    Ablation("mask", "256 biharmonic sweeps, seed 2", (MASK_256, "train.seed=2")),
     Ablation("mask", "K=2", (MASK_256, "model.steps=2")),
     # the mask variants before the per-image log loss, from the pooled loss (MASK_POOLED)
     Ablation("mask", "pooled loss", MASK_POOLED),
@@ -128,6 +136,7 @@ ABLATIONS = [
     Ablation("gray", "consistency off", ("model.consistency=false",)),
     Ablation("gray", "300 steps", (SHORT_WARMUP,), steps=300),
     Ablation("shuffle", "300 steps", (SHORT_WARMUP,), steps=300),
+    Ablation("shuffle", "3000 steps", (), steps=3000),
     # the noise variants are measured at 600 steps against the shipped recipe at 600 steps (the
     # noise-600-steps row)
     Ablation("noise", "600 steps", (SHORT_WARMUP,), steps=600),
@@ -137,6 +146,14 @@ ABLATIONS = [
     Ablation("noise", "K=2", (SHORT_WARMUP, "model.steps=2"), steps=600),
     Ablation("noise", "bundled photos", (SHORT_WARMUP, "data.source=photos:bundled"), steps=600),
     Ablation("noise", "L1 loss", (SHORT_WARMUP, "loss.kind=l1"), steps=600),
+    # the linear head (the 600-step winner over 3 seeds, at no inference cost) at the shipped
+    # recipe's 3,000 steps
+    Ablation("noise", "linear energy head, 3000 steps", ("model.energy_head=linear",),
+             steps=3000),
+    # the 600-step winners and their baseline with two more training seeds each
+    *(Ablation("noise", f"{name}, seed {seed}", (SHORT_WARMUP, *switch, f"train.seed={seed}"),
+               steps=600)
+      for name, switch in NOISE_600 for seed in (1, 2)),
     # capacity at the CPU time of 600 base steps (one thread: base 585 ms a step, depth 6 794,
     # width 192 1383, patch 8 117, patch 2 3883, which would get 90 steps and is left out)
     Ablation("noise", "depth 6, equal time", (SHORT_WARMUP, "model.depth=6"), steps=440),
@@ -532,6 +549,40 @@ def ablation_table(results: list[dict]) -> list[str]:
     return out
 
 
+def seed_groups(results: list[dict]) -> dict[tuple[str, str], dict[int, float]]:
+    """PSNR by training seed of every variant run with more than one seed, keyed by (task,
+    variant); rows of a model trained for another task (the mixed one) are left out."""
+    groups: dict[tuple[str, str], dict[int, float]] = {}
+    for r in results:
+        if r["trained"] != r["task"]:
+            continue
+        m = SEEDED.match(r["variant"])
+        variant, seed = (m["variant"], int(m["seed"])) if m else (r["variant"], 0)
+        groups.setdefault((r["task"], variant), {})[seed] = r["psnr"]
+    return {key: seeds for key, seeds in groups.items() if len(seeds) > 1}
+
+
+def seed_table(results: list[dict]) -> list[str]:
+    """Mean and spread over training seeds, and the difference to the task's baseline variant
+    (``SEED_BASELINES``) taken seed by seed."""
+    groups = seed_groups(results)
+    out = ["| task | variant | seeds | PSNR per seed (dB) | mean | min - max | vs baseline, "
+           "per seed: mean (min - max) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for (task, variant), seeds in groups.items():
+        vals = [seeds[k] for k in sorted(seeds)]
+        base = groups.get((task, SEED_BASELINES.get(task, "")))
+        versus = "-"
+        if base is not None and variant != SEED_BASELINES[task]:
+            diffs = [seeds[k] - base[k] for k in sorted(seeds) if k in base]
+            if diffs:
+                versus = (f"{sum(diffs) / len(diffs):+.2f} ({min(diffs):+.2f} - "
+                          f"{max(diffs):+.2f}; {len(diffs)} seeds)")
+        out.append(f"| {task} | {variant} | {', '.join(map(str, sorted(seeds)))} | "
+                   f"{', '.join(f'{v:.2f}' for v in vals)} | {sum(vals) / len(vals):.2f} | "
+                   f"{min(vals):.2f} - {max(vals):.2f} | {versus} |")
+    return out
+
+
 def link(path: Path, results: Path) -> str:
     return os.path.relpath(path.resolve(), results.resolve().parent)
 
@@ -845,6 +896,11 @@ def report(args, r: dict) -> str:
                   "on one grid; the mixed model trains on "
                   f"{', '.join(ALL)} for 5x the steps and is scored on every task):", "",
                   *ablation_table(r["ablations"])]
+        if seed_groups(r["ablations"]):
+            lines += ["", "Training seeds (the variants above run with more than one training "
+                      "seed; the row without a seed is seed 0; against the baseline, the "
+                      "difference is taken between runs of the same seed):", "",
+                      *seed_table(r["ablations"])]
     return "\n".join(lines)
 
 

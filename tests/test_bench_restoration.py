@@ -68,3 +68,27 @@ def test_step_scale_calibration_picks_the_best_factor_and_restores_the_model(mon
     assert scale == 1.2
     assert torch.equal(model.log_step_sizes.detach(), before)
     assert restoration.ABLATIONS[-1].per_task_steps
+
+
+def _ablation(task: str, variant: str, psnr: float, trained: str | None = None) -> dict:
+    return {"task": task, "variant": variant, "psnr": psnr, "trained": trained or task}
+
+
+def test_seed_table_groups_seeds_and_compares_seed_by_seed():
+    results = [_ablation("noise", "600 steps", 30.0), _ablation("noise", "600 steps, seed 1", 30.2),
+               _ablation("noise", "600 steps, seed 2", 29.9),
+               _ablation("noise", "linear energy head", 30.5),
+               _ablation("noise", "linear energy head, seed 1", 30.3),
+               _ablation("noise", "linear energy head, seed 2", 30.6),
+               _ablation("noise", "L1 loss", 31.0),  # one seed: no group
+               _ablation("sr", "one model", 20.0, trained="mixed"),
+               _ablation("sr", "one model, seed 1", 21.0, trained="mixed")]
+    groups = restoration.seed_groups(results)
+    assert groups == {("noise", "600 steps"): {0: 30.0, 1: 30.2, 2: 29.9},
+                      ("noise", "linear energy head"): {0: 30.5, 1: 30.3, 2: 30.6}}
+    rows = restoration.seed_table(results)
+    linear = next(r for r in rows if "linear energy head" in r)
+    # per-seed differences +0.5, +0.1, +0.7: mean +0.43, from +0.10 to +0.70
+    assert "| 30.47 |" in linear and "+0.43 (+0.10 - +0.70; 3 seeds)" in linear
+    baseline = next(r for r in rows if "| 600 steps |" in r)
+    assert baseline.endswith("| - |")
