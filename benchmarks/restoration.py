@@ -98,8 +98,10 @@ class Ablation:
 
 # a variant repeated with another training seed is named "<variant>, seed N" (no suffix: seed 0)
 SEEDED = re.compile(r"^(?P<variant>.*), seed (?P<seed>\d+)$")
+# a task's shipped config with other training seeds; its seed 0 is the shipped restorer
+SHIPPED = "shipped recipe"
 # per task, the variant the other seeded variants are compared with, seed by seed
-SEED_BASELINES = {"noise": "600 steps"}
+SEED_BASELINES = {"noise": "600 steps", "gray": SHIPPED}
 ALL = tuple(t for t in TASKS if t != "sr4")  # the tasks one mixed model trains on
 SHORT_WARMUP = "train.warmup_steps=50"  # the 300- and 600-step recipes' warmup (the long ones: 100)
 PER_IMAGE_LOG = "loss.reduction=per_image_log"
@@ -107,9 +109,13 @@ NOISE_RANGE = ("corrupt.noise.sigma=0.05", "corrupt.noise.sigma_max=0.2")
 # the mask recipe before 512 biharmonic sweeps, before the per-image log loss, and before the
 # biharmonic flow
 MASK_256 = "model.fill_biharmonic=256"
+# the noise recipe before the linear energy head
+NOISE_SQNORM = "model.energy_head=sqnorm"
+NOISE_SHORT = (SHORT_WARMUP, NOISE_SQNORM)  # the 600-step noise variants' base
 # the noise variants repeated over training seeds, each with its switch
-NOISE_600 = (("600 steps", ()), ("linear energy head", ("model.energy_head=linear",)),
-             ("reconstruction energy", ("model.energy_head=recon",)), ("K=2", ("model.steps=2",)))
+NOISE_600 = (("600 steps", (NOISE_SQNORM,)),
+             ("linear energy head", ("model.energy_head=linear",)),
+             ("reconstruction energy", ("model.energy_head=recon",)))
 MASK_POOLED = (MASK_256, "loss.reduction=pooled")
 MASK_BEFORE = ("model.fill_biharmonic=0", "loss.reduction=pooled")
 ABLATIONS = [
@@ -134,44 +140,49 @@ ABLATIONS = [
     Ablation("mask", "consistency off", (*MASK_BEFORE, "model.consistency=false",
                                          "model.fill_holes=0")),
     Ablation("gray", "consistency off", ("model.consistency=false",)),
+    # consistency off won on one seed: both with two more
+    *(Ablation("gray", f"{name}, seed {seed}", (*switch, f"train.seed={seed}"))
+      for name, switch in ((SHIPPED, ()), ("consistency off", ("model.consistency=false",)))
+      for seed in (1, 2)),
     Ablation("gray", "300 steps", (SHORT_WARMUP,), steps=300),
     Ablation("shuffle", "300 steps", (SHORT_WARMUP,), steps=300),
-    Ablation("shuffle", "3000 steps", (), steps=3000),
-    # the noise variants are measured at 600 steps against the shipped recipe at 600 steps (the
-    # noise-600-steps row)
-    Ablation("noise", "600 steps", (SHORT_WARMUP,), steps=600),
+    Ablation("shuffle", "1500 steps", (), steps=1500),
+    # the shipped noise recipe before the linear energy head
+    Ablation("noise", "sqnorm energy head", (NOISE_SQNORM,)),
+    # the noise variants are measured at 600 steps against the recipe of their time (the sqnorm
+    # head) at 600 steps (the noise-600-steps row)
+    Ablation("noise", "600 steps", NOISE_SHORT, steps=600),
     Ablation("noise", "linear energy head", (SHORT_WARMUP, "model.energy_head=linear"), steps=600),
     Ablation("noise", "reconstruction energy", (SHORT_WARMUP, "model.energy_head=recon"),
              steps=600),
-    Ablation("noise", "K=2", (SHORT_WARMUP, "model.steps=2"), steps=600),
-    Ablation("noise", "bundled photos", (SHORT_WARMUP, "data.source=photos:bundled"), steps=600),
-    Ablation("noise", "L1 loss", (SHORT_WARMUP, "loss.kind=l1"), steps=600),
-    # the linear head (the 600-step winner over 3 seeds, at no inference cost) at the shipped
-    # recipe's 3,000 steps
-    Ablation("noise", "linear energy head, 3000 steps", ("model.energy_head=linear",),
-             steps=3000),
+    Ablation("noise", "K=2", (*NOISE_SHORT, "model.steps=2"), steps=600),
+    Ablation("noise", "bundled photos", (*NOISE_SHORT, "data.source=photos:bundled"), steps=600),
+    Ablation("noise", "L1 loss", (*NOISE_SHORT, "loss.kind=l1"), steps=600),
     # the 600-step winners and their baseline with two more training seeds each
     *(Ablation("noise", f"{name}, seed {seed}", (SHORT_WARMUP, *switch, f"train.seed={seed}"),
                steps=600)
       for name, switch in NOISE_600 for seed in (1, 2)),
     # capacity at the CPU time of 600 base steps (one thread: base 585 ms a step, depth 6 794,
     # width 192 1383, patch 8 117, patch 2 3883, which would get 90 steps and is left out)
-    Ablation("noise", "depth 6, equal time", (SHORT_WARMUP, "model.depth=6"), steps=440),
-    Ablation("noise", "width 192, equal time", (SHORT_WARMUP, "model.embed_dim=192"), steps=250),
-    Ablation("noise", "patch 8, equal time", (SHORT_WARMUP, "model.patch_size=8"), steps=3000),
+    Ablation("noise", "depth 6, equal time", (*NOISE_SHORT, "model.depth=6"), steps=440),
+    Ablation("noise", "width 192, equal time", (*NOISE_SHORT, "model.embed_dim=192"), steps=250),
+    Ablation("noise", "patch 8, equal time", (*NOISE_SHORT, "model.patch_size=8"), steps=3000),
     # K=2 (the 600-step winner) at the shipped recipe's time: K=2 costs 976 ms a step
-    Ablation("noise", "K=2, equal time", ("model.steps=2",), steps=1800),
+    Ablation("noise", "K=2, equal time", (NOISE_SQNORM, "model.steps=2"), steps=1800),
     # the loss that matches the score: the mean over images of log(region MSE), i.e. the mean
     # PSNR, against the pooled MSE, where hard images outweigh smooth ones. Each against its
     # shorter recipe (noise-600-steps, gray-300-steps, sr4-300-steps); for mask it won and is
     # shipped (the mask-pooled-loss row)
-    Ablation("noise", "per-image log loss", (SHORT_WARMUP, PER_IMAGE_LOG), steps=600),
+    Ablation("noise", "per-image log loss", (*NOISE_SHORT, PER_IMAGE_LOG), steps=600),
     # one model for noise levels 0.05 to 0.2, blind or told sigma (scored at 0.1, against the
     # specialist for 0.1 at the same 600 steps)
-    Ablation("noise", "sigma 0.05-0.2, blind", (SHORT_WARMUP, *NOISE_RANGE), steps=600),
+    Ablation("noise", "sigma 0.05-0.2, blind", (*NOISE_SHORT, *NOISE_RANGE), steps=600),
     Ablation("noise", "sigma 0.05-0.2, noise level input",
-             (SHORT_WARMUP, *NOISE_RANGE, "model.noise_level_input=true"), steps=600),
+             (*NOISE_SHORT, *NOISE_RANGE, "model.noise_level_input=true"), steps=600),
     Ablation("gray", "per-image log loss", (SHORT_WARMUP, PER_IMAGE_LOG), steps=300),
+    # the noise winner on the other tasks, each against its shorter recipe
+    *(Ablation(task, "linear energy head", (SHORT_WARMUP, "model.energy_head=linear"), steps=n)
+      for task, n in (("sr", 600), ("sr4", 300), ("gray", 300), ("shuffle", 300))),
     Ablation("sr4", "per-image log loss", (SHORT_WARMUP, PER_IMAGE_LOG), steps=300),
     # specialists vs one model at the same total budget: 5 tasks, 5x the steps, scored everywhere,
     # with its learned step sizes and with step sizes per task (the task is in the artifact)
@@ -551,7 +562,8 @@ def ablation_table(results: list[dict]) -> list[str]:
 
 def seed_groups(results: list[dict]) -> dict[tuple[str, str], dict[int, float]]:
     """PSNR by training seed of every variant run with more than one seed, keyed by (task,
-    variant); rows of a model trained for another task (the mixed one) are left out."""
+    variant); rows of a model trained for another task (the mixed one) are left out, and the
+    shipped restorer is seed 0 of its own recipe (``SHIPPED``)."""
     groups: dict[tuple[str, str], dict[int, float]] = {}
     for r in results:
         if r["trained"] != r["task"]:
@@ -559,6 +571,8 @@ def seed_groups(results: list[dict]) -> dict[tuple[str, str], dict[int, float]]:
         m = SEEDED.match(r["variant"])
         variant, seed = (m["variant"], int(m["seed"])) if m else (r["variant"], 0)
         groups.setdefault((r["task"], variant), {})[seed] = r["psnr"]
+        if variant == SHIPPED:  # seed 0 of the shipped recipe is the shipped restorer
+            groups[(r["task"], variant)][0] = r["shipped_psnr"]
     return {key: seeds for key, seeds in groups.items() if len(seeds) > 1}
 
 

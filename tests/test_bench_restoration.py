@@ -92,3 +92,15 @@ def test_seed_table_groups_seeds_and_compares_seed_by_seed():
     assert "| 30.47 |" in linear and "+0.43 (+0.10 - +0.70; 3 seeds)" in linear
     baseline = next(r for r in rows if "| 600 steps |" in r)
     assert baseline.endswith("| - |")
+
+
+def test_seed_zero_of_the_shipped_recipe_is_the_shipped_restorer():
+    shipped = [{**_ablation("gray", f"{restoration.SHIPPED}, seed {s}", v), "shipped_psnr": 22.0}
+               for s, v in ((1, 22.2), (2, 21.9))]
+    off = [_ablation("gray", "consistency off", 22.5),
+           _ablation("gray", "consistency off, seed 1", 22.3)]
+    groups = restoration.seed_groups([*shipped, *off])
+    assert groups[("gray", restoration.SHIPPED)] == {1: 22.2, 0: 22.0, 2: 21.9}
+    row = next(r for r in restoration.seed_table([*shipped, *off]) if "consistency off" in r)
+    # against the shipped recipe seed by seed: +0.5 (seed 0), +0.1 (seed 1)
+    assert "+0.30 (+0.10 - +0.50; 2 seeds)" in row
