@@ -552,7 +552,8 @@ def ablation_table(results: list[dict]) -> list[str]:
     out = ["| task | variant | overrides | steps | run | PSNR (dB) | shipped | difference | "
            "SSIM |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
-        out.append(f"| {r['task']} | {r['variant']} | `{' '.join(r['overrides'])}` | "
+        overrides = f"`{' '.join(r['overrides'])}`" if r["overrides"] else "none"
+        out.append(f"| {r['task']} | {r['variant']} | {overrides} | "
                    f"{r['max_steps']} | {'read back' if r['read_back'] else 'trained'} | "
                    f"{r['psnr']:.2f} | {r['shipped_psnr']:.2f} ({r['shipped_steps']} steps) | "
                    f"{r['diff']:+.2f} | "
