@@ -167,7 +167,8 @@ ABLATIONS = [
     Ablation("noise", "depth 6, equal time", (*NOISE_SHORT, "model.depth=6"), steps=440),
     Ablation("noise", "width 192, equal time", (*NOISE_SHORT, "model.embed_dim=192"), steps=250),
     Ablation("noise", "patch 8, equal time", (*NOISE_SHORT, "model.patch_size=8"), steps=3000),
-    # K=2 (the 600-step winner) at the shipped recipe's time: K=2 costs 976 ms a step
+    # K=2 (the largest single-run gain at 600 steps) at the time of the sqnorm recipe's 3,000
+    # steps: K=2 costs 976 ms a step
     Ablation("noise", "K=2, equal time", (NOISE_SQNORM, "model.steps=2"), steps=1800),
     # the loss that matches the score: the mean over images of log(region MSE), i.e. the mean
     # PSNR, against the pooled MSE, where hard images outweigh smooth ones. Each against its
