@@ -239,21 +239,24 @@ def training_minutes(run_dir: Path, cfg: Config) -> float | None:
 # ----------------------------------------------------------------------------- data
 
 
-def held_out(cfg: Config, count: int) -> torch.Tensor:
-    """``count`` fixed held-out crops of the ``photos`` source, ``(N, C, H, W)`` in [0, 1]."""
+def photo_crops(cfg: Config, split: str, count: int) -> torch.Tensor:
+    """The first ``count`` fixed crops of the ``photos`` source's ``split``, ``(N, C, H, W)`` in
+    [0, 1]."""
     from enfold.data import build_source
 
-    source = build_source("photos", "heldout", cfg.model, cfg.data, heldout_count=count)
+    source = build_source("photos", split, cfg.model, cfg.data, heldout_count=count)
     return torch.stack([source.image(i) for i in range(min(count, len(source)))]).float()
+
+
+def held_out(cfg: Config, count: int) -> torch.Tensor:
+    """``count`` fixed held-out crops (photos never trained on)."""
+    return photo_crops(cfg, "heldout", count)
 
 
 def training_crops(cfg: Config, count: int) -> torch.Tensor:
-    """``count`` fixed crops of the training photos, ``(N, C, H, W)`` in [0, 1]: what a
-    calibration may look at without touching the held-out photos."""
-    from enfold.data import build_source
-
-    source = build_source("photos", "train", cfg.model, cfg.data)
-    return torch.stack([source.image(i) for i in range(min(count, len(source)))]).float()
+    """``count`` fixed crops of the training photos: what a calibration may look at without
+    touching the held-out photos."""
+    return photo_crops(cfg, "train", count)
 
 
 def corrupt(task: str, images: torch.Tensor, seed: int):
