@@ -96,6 +96,9 @@ class MaskConfig:
     ratio: float = 0.5
     patch_size: int | None = None  # None: the model's patch size
     fill: Literal["zero", "noise", "mean"] = "zero"
+    # probability that a sample gets free-form holes (strokes, blobs, boxes at any pixel offset)
+    # instead of patch holes; 0 keeps the patch holes only
+    freeform: float = 0.0
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Masked patches (masked image modeling): a fraction of patches is replaced by a fill."""
+"""Masked patches (masked image modeling): a fraction of patches is replaced by a fill; with
+``corrupt.mask.freeform`` some samples get free-form holes instead (:mod:`.freeform`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 
 from enfold.config import MaskConfig
 from enfold.corrupt.context import CorruptionContext
+from enfold.corrupt.freeform import FreeFormHoles, fill_holes
 from enfold.corrupt.registry import Corrupted, patch_grid, patch_mask_to_pixels, register
 from enfold.errors import ConfigError
 
@@ -27,7 +29,7 @@ class MaskPatches:
             raise ConfigError(f"corrupt.mask.ratio must be in (0, 1), got {self.ratio}")
 
     def __call__(self, img: torch.Tensor, generator: torch.Generator) -> Corrupted:
-        c, h, w = img.shape
+        _, h, w = img.shape
         rows, cols = patch_grid(img, self.patch)
         n = rows * cols
         n_masked = max(1, round(self.ratio * n))
@@ -35,17 +37,31 @@ class MaskPatches:
         flags = torch.zeros(n, dtype=torch.bool)
         flags[order[:n_masked]] = True
         weight = patch_mask_to_pixels(flags, rows, cols, self.patch)  # (1, H, W)
-        if self.fill == "zero":
-            fill = torch.zeros_like(img)
-        elif self.fill == "noise":
-            fill = torch.rand(img.shape, generator=generator)
-        else:  # "mean": the normalisation mean, i.e. zero after normalisation
-            fill = torch.tensor(self.mean[:c], dtype=img.dtype).view(c, 1, 1).expand_as(img)
-        corrupted = torch.where(weight.bool(), fill, img)
-        return corrupted, img, weight
+        return fill_holes(img, weight, self.fill, self.mean, generator), img, weight
+
+
+@dataclass
+class PatchOrFreeForm:
+    """Free-form holes with probability ``freeform``, patch holes otherwise (per sample)."""
+
+    patches: MaskPatches
+    freeform_holes: FreeFormHoles
+    freeform: float
+    name: str = "mask"
+
+    def __call__(self, img: torch.Tensor, generator: torch.Generator) -> Corrupted:
+        if torch.rand((), generator=generator).item() < self.freeform:
+            return self.freeform_holes(img, generator)
+        return self.patches(img, generator)
 
 
 @register("mask")
-def build(cfg: MaskConfig, context: CorruptionContext) -> MaskPatches:
+def build(cfg: MaskConfig, context: CorruptionContext) -> MaskPatches | PatchOrFreeForm:
     patch = cfg.patch_size or context.patch_size
-    return MaskPatches(cfg.ratio, patch, cfg.fill, list(context.mean))
+    patches = MaskPatches(cfg.ratio, patch, cfg.fill, list(context.mean))
+    if not 0.0 <= cfg.freeform <= 1.0:
+        raise ConfigError(f"corrupt.mask.freeform is a probability in [0, 1], got {cfg.freeform}")
+    if cfg.freeform == 0:  # the patch holes alone, with the same random stream as before
+        return patches
+    return PatchOrFreeForm(patches, FreeFormHoles(cfg.ratio, cfg.fill, list(context.mean)),
+                           cfg.freeform)

@@ -28,14 +28,15 @@ from enfold.errors import EnfoldError
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 
 # ONNX ops that TensorRT's ONNX parser supports (TensorRT 10/11 operator matrix, the subset a
-# ViT and its input gradient can produce). Anything else fails validation.
+# ViT, its input gradient and the data-consistency projections can produce: the mask restorer's
+# hole finder and hole fill pool and pad). Anything else fails validation.
 TENSORRT_OPS = frozenset("""
-Abs Add And ArgMax Cast Ceil Clip Concat Constant ConstantOfShape Conv Cos Div Einsum Equal Erf
-Exp Expand Flatten Floor Gather GatherElements Gelu Gemm Greater GreaterOrEqual Identity
-LayerNormalization Less LessOrEqual Log MatMul Max Mean Min Mod Mul Neg Not Or Pow Range
-Reciprocal ReduceMax ReduceMean ReduceMin ReduceSum Relu Reshape ScatterElements ScatterND
-Shape Sigmoid Sign Sin Slice Softmax Split Sqrt Squeeze Sub Tanh Tile TopK Transpose Trilu
-Unsqueeze Where Xor
+Abs Add And ArgMax AveragePool Cast Ceil Clip Concat Constant ConstantOfShape Conv Cos Div
+Einsum Equal Erf Exp Expand Flatten Floor Gather GatherElements Gelu Gemm Greater
+GreaterOrEqual Identity LayerNormalization Less LessOrEqual Log MatMul Max MaxPool Mean Min Mod
+Mul Neg Not Or Pad Pow Range Reciprocal ReduceMax ReduceMean ReduceMin ReduceSum Relu Reshape
+ScatterElements ScatterND Shape Sigmoid Sign Sin Slice Softmax Split Sqrt Squeeze Sub Tanh Tile
+TopK Transpose Trilu Unsqueeze Where Xor
 """.split())
 
 
