@@ -204,6 +204,40 @@ class Config:
 
 # ----------------------------------------------------------------------------- loading
 
+QUOTE_CHARS = 200  # longest quoted value in an error message
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to :data:`QUOTE_CHARS` characters, for error messages: a hostile
+    value (a huge list, a long string) must not become megabytes of error text."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_CHARS else f"{text[:QUOTE_CHARS]}... ({len(text)} chars)"
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases (``*name``): a few hundred bytes of nested aliases
+    expand to gigabytes ("billion laughs"), and configs do not need them (``base:`` inherits)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise ConfigError(f"YAML aliases (*{shown(event.anchor)[1:-1]}, line {line}) are not "
+                              "allowed in enfold configs; write the value out, or use base: to "
+                              "inherit a file")
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``text`` as YAML through :class:`_ConfigLoader`; errors name ``where``, one line."""
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except yaml.YAMLError as exc:
+        what = " ".join(str(exc).split())
+        raise ConfigError(f"{where} is not valid YAML: {what[:QUOTE_CHARS]}") from None
+
 
 def load_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML config, following ``base:`` links, and return the merged raw mapping."""
@@ -213,10 +247,7 @@ def load_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
         raise ConfigError(f"config files inherit from each other in a loop: {chain}")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    raw = parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections, not {type(raw).__name__}")
     base = raw.pop("base", None)
@@ -241,16 +272,18 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     """Split ``a.b=value`` into a key path and a YAML-parsed value."""
     if "=" not in item:
         raise ConfigError(
-            f"override {item!r} must look like section.key=value (e.g. train.max_steps=50)"
+            f"override {shown(item)} must look like section.key=value (e.g. train.max_steps=50)"
         )
     key, text = item.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"override {item!r} has an empty key")
+        raise ConfigError(f"override {shown(item)} has an empty key")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
+        value = parse_yaml(text, f"--set {key}") if text.strip() else ""
+    except ConfigError as exc:
+        if "aliases" in str(exc):
+            raise
+        value = text  # not YAML: the text itself (a path, a name)
     return key.split("."), value
 
 
@@ -271,21 +304,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         keys, value = parse_override(item)
         apply_override(raw, keys, value)
-    return from_dict(Config, raw)
+    cfg = from_dict(Config, raw)
+    check_sizes(cfg)
+    return cfg
 
 
 def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a raw mapping, checking every key and value."""
     if not isinstance(raw, dict):
         where = prefix.rstrip(".") or "the config"
-        raise ConfigError(f"{where} must be a mapping, got {raw!r}")
+        raise ConfigError(f"{where} must be a mapping, got {shown(raw)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
-        dotted = f"{prefix}{key}"
+        dotted = f"{prefix}{shown(key)[1:-1] if isinstance(key, str) else shown(key)}"
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
+            close = difflib.get_close_matches(str(key)[:QUOTE_CHARS], names, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else "."
             raise ConfigError(
                 f"unknown config key '{dotted}'{hint} Valid keys here: {', '.join(names)}."
@@ -313,24 +348,25 @@ def _coerce(tp: Any, value: Any, dotted: str) -> Any:
         raise ConfigError(errors[0])
     if origin is Literal:
         if value not in args:
-            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            close = difflib.get_close_matches(str(value)[:QUOTE_CHARS], [str(a) for a in args],
+                                              n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"'{dotted}' must be one of {list(args)}, got {value!r}{hint}")
+            raise ConfigError(f"'{dotted}' must be one of {list(args)}, got {shown(value)}{hint}")
         return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"'{dotted}' must be a list, got {value!r}")
+            raise ConfigError(f"'{dotted}' must be a list, got {shown(value)}")
         return [_coerce(args[0], v, f"{dotted}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"'{dotted}' must be true or false, got {value!r}")
+        raise ConfigError(f"'{dotted}' must be true or false, got {shown(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            return _in_range(value, dotted)
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"'{dotted}' must be an integer, got {value!r}")
+            return _in_range(int(value), dotted)
+        raise ConfigError(f"'{dotted}' must be an integer, got {shown(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -339,12 +375,67 @@ def _coerce(tp: Any, value: Any, dotted: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"'{dotted}' must be a number, got {value!r}")
+        raise ConfigError(f"'{dotted}' must be a number, got {shown(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"'{dotted}' must be a string, got {value!r}")
+        raise ConfigError(f"'{dotted}' must be a string, got {shown(value)}")
     raise ConfigError(f"'{dotted}': unsupported type {tp}")  # a bug in the schema, not user input
+
+
+# Integer keys that size an allocation or a loop, with the range they may take: a value past the
+# upper bound is a typo or an attack (data.batch_size: 1e10 asked for terabytes), refused with
+# the key named instead of a MemoryError deep inside PyTorch.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "model.img_size": (1, 4096),
+    "model.patch_size": (1, 1024),
+    "model.in_chans": (1, 3),
+    "model.depth": (1, 256),
+    "model.embed_dim": (1, 16384),
+    "model.num_heads": (1, 256),
+    "model.steps": (1, 1000),
+    "model.fill_holes": (0, 100_000),
+    "model.fill_biharmonic": (0, 100_000),
+    "data.batch_size": (1, 65_536),
+    "data.num_workers": (0, 1024),
+    "data.crops_per_epoch": (1, 100_000_000),
+    "data.photo_short_side": (1, 65_536),
+    "data.labels_per_class": (1, 10_000_000),
+    "corrupt.mask.patch_size": (1, 1024),
+    "corrupt.shuffle.patch_size": (1, 1024),
+    "corrupt.sr.factor": (1, 64),
+    "train.max_steps": (1, 1_000_000_000),
+    "train.lr_batch_base": (1, 10_000_000),
+    "train.warmup_steps": (0, 1_000_000_000),
+    "train.accum_steps": (1, 65_536),
+    "train.log_every": (1, 1_000_000_000),
+    "train.ckpt_every": (1, 1_000_000_000),
+    "eval.every": (0, 1_000_000_000),
+    "eval.num_images": (1, 10_000_000),
+    "eval.batch_size": (1, 65_536),
+    "eval.grid_images": (0, 1024),
+    "eval.knn_train_images": (1, 10_000_000),
+    "finetune.knn_k": (1, 100_000),
+}
+MAX_TOKENS = 16_384  # (img_size / patch_size)^2: attention memory grows with its square
+
+
+def _in_range(value: int, dotted: str) -> int:
+    """``value`` if ``dotted`` has no range or it lies inside; else a one-line error."""
+    bounds = INT_RANGES.get(dotted)
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(f"'{dotted}' must be between {bounds[0]:,} and {bounds[1]:,}, got "
+                          f"{value:,}")
+    return value
+
+
+def check_sizes(cfg: Config) -> None:
+    """Limits that join two keys: the number of patch tokens of one image."""
+    tokens = (cfg.model.img_size // cfg.model.patch_size) ** 2
+    if tokens > MAX_TOKENS:
+        raise ConfigError(f"model.img_size {cfg.model.img_size} with model.patch_size "
+                          f"{cfg.model.patch_size} makes {tokens:,} patch tokens per image; at "
+                          f"most {MAX_TOKENS:,} (raise model.patch_size or lower model.img_size)")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -25,3 +25,23 @@ class LimitError(EnfoldError):
     def __init__(self, message: str, limit: str) -> None:
         super().__init__(message)
         self.limit = limit
+
+
+class OutputExistsError(EnfoldError):
+    """An output file a command would write already exists and ``--overwrite`` was not given."""
+
+
+class OutputWriteError(EnfoldError):
+    """One output could not be written (a folder in its place, no space, no permission)."""
+
+
+class RunLockedError(EnfoldError):
+    """Another process is training in the same run folder (it holds ``OUT/.lock``)."""
+
+
+class NonFiniteWeightsError(EnfoldError):
+    """A checkpoint or artifact holds NaN or infinite weights: it cannot give answers."""
+
+
+class NonFiniteOutputError(EnfoldError):
+    """The model produced NaN or infinite values for an input; no answer is given for it."""

@@ -20,6 +20,7 @@ from typing import Any
 from enfold.artifact.formats import FORMATS
 from enfold.artifact.targets import TARGETS
 from enfold.errors import EnfoldError
+from enfold.output_files import write_output
 
 # Sidecar fields that change what an artifact computes or how its inputs and outputs are read.
 RESULT_KEYS = ("target", "img_size", "in_chans", "mean", "std", "patch_size", "class_names",
@@ -40,7 +41,7 @@ def write_sidecar(artifact: str | Path, meta: dict[str, Any]) -> Path:
     from enfold.pipeline.checkpoint import file_sha256
 
     side = sidecar_path(artifact)
-    side.write_text(json.dumps({**meta, "sha256": file_sha256(artifact)}, indent=2))
+    write_output(side, json.dumps({**meta, "sha256": file_sha256(artifact)}, indent=2))
     return side
 
 

@@ -21,6 +21,10 @@ app = typer.Typer(
 )
 
 SET_HELP = "Override one config key, e.g. --set train.max_steps=50 (repeatable)."
+# Existing outputs are refused before any work unless this is given (enfold.output_files).
+OVERWRITE_OPT = typer.Option(
+    False, "--overwrite", help="Replace output files that already exist (links are replaced, "
+    "never written through; inputs are never replaced).")
 
 
 def _load(config: Path | None, overrides: list[str], max_steps: int | None, no_compile: bool):
@@ -88,12 +92,15 @@ def evaluate(
     data: str | None = typer.Option(
         None, help="digits or folder:PATH (default: the data the checkpoint was trained on)."),
     out: Path | None = typer.Option(None, help="Directory for eval.json and confusion.png."),
+    overwrite: bool = OVERWRITE_OPT,
 ) -> None:
     """Top-1, top-5 and per-class accuracy on held-out images, and a confusion matrix."""
+    from enfold.output_files import refuse_existing
     from enfold.pipeline.finetune import evaluate_checkpoint
 
     if out is not None:
         check_out_dir(out)
+        refuse_existing([out / "eval.json", out / "confusion.png"], overwrite)
     metrics = evaluate_checkpoint(checkpoint, data, out)
     for key, value in metrics.items():
         if key.startswith("top"):
@@ -125,6 +132,7 @@ def export(
     triton_repo: Path | None = typer.Option(
         None, "--triton-repo", help="Also write a Triton model repository entry here "
         "(DIR/<name>/config.pbtxt, DIR/<name>/1/model.*)."),
+    overwrite: bool = OVERWRITE_OPT,
 ) -> None:
     """Export a classifier, encoder, energy or unrolled K-step restorer; write a model card."""
     from enfold.export.export import export_artifact
@@ -133,7 +141,7 @@ def export(
     if triton_repo is not None:
         check_out_dir(triton_repo, "--triton-repo")
     result = export_artifact(str(checkpoint), target, format_, out, steps, task, batch,
-                             precision, validate, triton_repo, grid_shifts)
+                             precision, validate, triton_repo, grid_shifts, overwrite=overwrite)
     typer.echo(f"wrote {result['artifact']} (+ {Path(result['sidecar']).name}, "
                f"model card {result['card']})")
     if "triton" in result:
@@ -181,11 +189,14 @@ def visualize(
     num: int = typer.Option(8, help="Number of held-out images (rows)."),
     steps: int | None = typer.Option(None, help="Restoration steps (default: the trained K)."),
     seed: int = typer.Option(1234, help="Seed of the corruptions."),
+    overwrite: bool = OVERWRITE_OPT,
 ) -> None:
     """Draw held-out images as corrupted | step 1 .. step K | clean, and print their PSNR."""
+    from enfold.output_files import refuse_existing
     from enfold.pipeline.visualize import visualize_checkpoint
 
     check_out_file(out)
+    refuse_existing([out], overwrite)
     metrics = visualize_checkpoint(checkpoint, task, out, num=num, steps=steps, seed=seed)
     for key, value in metrics.items():
         typer.echo(f"{key}: {value:.2f} dB")
@@ -292,18 +303,21 @@ def restore(
     max_pixels: int = MAX_PIXELS_OPT,
     max_aspect: float = MAX_ASPECT_OPT,
     max_tiles: int = MAX_TILES_OPT,
+    overwrite: bool = OVERWRITE_OPT,
 ) -> None:
     """Corrupt (unless --degraded) and restore images; write restored PNGs and panels (never
-    over an input: names are made unique)."""
-    from enfold.runtime.commands import restore_files
+    over an input: names are made unique; never over other files without --overwrite)."""
+    from enfold.output_files import refuse_existing
+    from enfold.runtime.commands import restore_files, restore_outputs
     from enfold.runtime.images import list_images
 
     check_out_dir(out)
     budget = _budget(max_pixels, max_aspect, max_tiles)
     files = list_images(images)
+    refuse_existing(restore_outputs(files, out), overwrite)  # before the model loads
     session = _session(model, backend, device, provider)
     results, errors = restore_files(session, files, out, task, seed, degraded, keep_known,
-                                    budget)
+                                    budget, overwrite=overwrite)
     for r in results:
         psnr = (f"  PSNR on the {r['task']} region: input {r['psnr_input']:.2f} dB -> restored "
                 f"{r['psnr_restored']:.2f} dB" if "psnr_input" in r else "")
@@ -373,19 +387,22 @@ def bench(
     seconds: float = typer.Option(3.0, help="Timed seconds per backend and batch size."),
     device: str | None = DEVICE_OPT,
     out: Path | None = typer.Option(None, help="JSON report (default: MODEL.bench.json)."),
+    overwrite: bool = OVERWRITE_OPT,
 ) -> None:
     """Latency p50/p95 and images/s of every available backend, and each one's speedup vs
     PyTorch eager."""
     import json
 
+    from enfold.output_files import refuse_existing, write_output
     from enfold.runtime.bench import bench as run_bench
     from enfold.runtime.bench import format_table, parse_batches
 
     out = check_out_file(out or model.with_name(model.name + ".bench.json"))
+    refuse_existing([out], overwrite)
     names = [b.strip() for b in backends.split(",")] if backends else None
     report = run_bench(model, names, parse_batches(batch), seconds, device)
     typer.echo(format_table(report))
-    out.write_text(json.dumps(report, indent=2))
+    write_output(out, json.dumps(report, indent=2))
     typer.echo(f"wrote {out}")
 
 

@@ -16,6 +16,8 @@ clip them instead (a 16-bit image turns almost white, a float one black).
 from __future__ import annotations
 
 import io
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +52,24 @@ class ImageHeader:
     mode: str
 
 
+def _check_regular(path: Path, name: str) -> None:
+    """Refuse anything but a regular file (links followed) before opening it: opening a FIFO
+    blocks until a writer appears, and a device can be read forever."""
+    mode = os.stat(path).st_mode  # OSError (missing, no permission) is the caller's to report
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+                if stat.S_ISSOCK(mode) else "not a file")
+        raise EnfoldError(f"{name} is not a regular file ({kind}); skipped without opening it")
+
+
 def _open(source: Source, name: str) -> Any:
     """A lazily decoding Pillow image (header read, pixels not), or a clear error."""
     from PIL import Image, UnidentifiedImageError
 
     try:
+        if not isinstance(source, bytes):
+            _check_regular(Path(source), name)
         handle = io.BytesIO(source) if isinstance(source, bytes) else Path(source).open("rb")
     except OSError as exc:
         raise EnfoldError(f"cannot read {name}: {exc.strerror or exc}") from exc

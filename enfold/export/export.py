@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ from enfold.artifact.formats import SUFFIX
 from enfold.artifact.sidecar import sidecar_path
 from enfold.errors import EnfoldError
 from enfold.export.graphs import build_spec
+from enfold.output_files import clear_outputs, refuse_existing
 
 # safetensors: the encoder as timm weights (export/timm_weights.py), not a runnable artifact
 FORMATS = (*ARTIFACT_FORMATS, "safetensors")
@@ -40,11 +43,13 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
                     steps: int | None = None, task: str | None = None, batch: str = "1:8:32",
                     precision: str = "fp32", validate: bool = True,
                     triton_repo: str | Path | None = None,
-                    grid_shifts: int | None = None) -> dict[str, Any]:
+                    grid_shifts: int | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Export and (unless ``validate=False``) validate; returns the paths and the report.
 
     Every export rewrites the folder's model card (``README.md``); ``triton_repo`` also writes
-    the artifact's Triton model repository entry there.
+    the artifact's Triton model repository entry there. An artifact or sidecar that already
+    exists is refused before any work unless ``overwrite``. An export that fails (its validation
+    included) leaves no artifact or sidecar behind.
     """
     from enfold.export.model_card import check_card_writable, save_validation, write_model_card
 
@@ -58,9 +63,12 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
         if precision != "fp32":
             raise EnfoldError("timm weights are written as trained, in fp32: drop --precision "
                               "(timm casts them with model.half() if you need fp16)")
-        from enfold.export.timm_weights import export_timm_weights
+        from enfold.export.timm_weights import CONFIG_NAME, WEIGHTS_NAME, export_timm_weights
 
-        result = export_timm_weights(checkpoint, out_dir, target, validate)
+        planned = [Path(out_dir) / WEIGHTS_NAME, Path(out_dir) / CONFIG_NAME]
+        refuse_existing(planned, overwrite)
+        with _removed_on_failure(planned):
+            result = export_timm_weights(checkpoint, out_dir, target, validate)
         save_validation(result["artifact"], result.get("validation"))
         result["card"] = str(write_model_card(out_dir))
         return result
@@ -78,6 +86,45 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
     out_dir = Path(out_dir)
     path = artifact_path(out_dir, target, fmt, precision, spec.metadata.get("steps"),
                          spec.metadata.get("grid_shifts", 1))
+    planned = [path, sidecar_path(path)]
+    if fmt == "tensorrt":  # the engine is built from an ONNX file written beside it
+        planned += [path.with_suffix(".onnx"), sidecar_path(path.with_suffix(".onnx"))]
+    refuse_existing(planned, overwrite)
+    clear_outputs(planned)  # the exporters open these paths themselves: never through a link
+    with _removed_on_failure(planned):
+        result = _write_and_validate(spec, checkpoint, path, fmt, precision, (lo, opt, hi),
+                                     validate)
+    save_validation(path, result.get("validation"))
+    result["card"] = str(write_model_card(out_dir))
+    if triton_repo is not None:
+        from enfold.export.triton_repo import write_triton_entry
+
+        result["triton"] = write_triton_entry(path, triton_repo, (lo, opt, hi))
+    return result
+
+
+@contextmanager
+def _removed_on_failure(paths: list[Path]) -> Iterator[None]:
+    """Remove ``paths`` (and any validation report beside them) when the block fails: an
+    artifact that failed validation, or was half written, must not stay to be served."""
+    try:
+        yield
+    except BaseException as exc:
+        for path in paths:
+            for stale in (path, Path(str(path) + ".validation.json")):
+                with suppress(OSError):
+                    stale.unlink()
+        if isinstance(exc, EnfoldError) and exc.args:
+            exc.args = (f"{exc.args[0]} (the export's files were removed: "
+                        f"{', '.join(p.name for p in paths)})", *exc.args[1:])
+        raise
+
+
+def _write_and_validate(spec: Any, checkpoint: str, path: Path, fmt: str, precision: str,
+                        profile: tuple[int, int, int], validate: bool) -> dict[str, Any]:
+    """Write the artifact and its sidecar at ``path``; validate it unless told not to."""
+    lo, opt, hi = profile
+    out_dir = path.parent
     if fmt == "torchscript":
         from enfold.export.torchscript_export import export_torchscript
 
@@ -103,10 +150,4 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
         batches = (1, 3, 8) if fmt != "tensorrt" else tuple(sorted({lo, opt, hi}))
         result["validation"] = validate_artifact(path, checkpoint, batches=batches,
                                                  device="cuda" if fmt == "tensorrt" else "cpu")
-    save_validation(path, result.get("validation"))
-    result["card"] = str(write_model_card(out_dir))
-    if triton_repo is not None:
-        from enfold.export.triton_repo import write_triton_entry
-
-        result["triton"] = write_triton_entry(path, triton_repo, (lo, opt, hi))
     return result

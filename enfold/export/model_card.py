@@ -14,6 +14,7 @@ from typing import Any
 
 from enfold.artifact.formats import FORMATS as ARTIFACT_FORMATS
 from enfold.errors import EnfoldError
+from enfold.output_files import write_output
 
 CARD_NAME = "README.md"
 MARKER = "<!-- written by enfold export: every export into this folder rewrites this file -->"
@@ -40,7 +41,7 @@ def save_validation(artifact: str | Path, report: dict[str, Any] | None) -> None
     if report is None:
         path.unlink(missing_ok=True)
     else:
-        path.write_text(json.dumps(report, indent=2))
+        write_output(path, json.dumps(report, indent=2))
 
 
 def find_exports(out_dir: Path) -> list[tuple[Path, dict[str, Any]]]:

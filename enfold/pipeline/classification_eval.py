@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from enfold.data import build_eval_loader
+from enfold.output_files import write_output
 
 
 @torch.no_grad()
@@ -73,16 +74,17 @@ def save_confusion_png(confusion: list[list[int]], classes: list[str], path: Pat
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        write_output(path, lambda f: fig.savefig(f, format="png", dpi=100))  # never via a link
+    finally:
+        plt.close(fig)
 
 
 def report(metrics: dict[str, Any], out_dir: Path | None, title: str = "") -> dict[str, float]:
     """Write ``eval.json`` and ``confusion.png`` into ``out_dir``; return ``eval/*`` scalars."""
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2))
+        write_output(out_dir / "eval.json", json.dumps(metrics, indent=2))
         save_confusion_png(metrics["confusion"], metrics["classes"], out_dir / "confusion.png",
                            title)
     return {f"eval/{k}": v for k, v in metrics.items() if k.startswith("top")}

@@ -7,6 +7,7 @@ run on the shared training core; ``knn`` only extracts features.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from enfold.pipeline.distributed import DistInfo, init_distributed, shutdown
 from enfold.pipeline.knn import extract_features, knn_scores
 from enfold.pipeline.load import build_classifier, load_classifier
 from enfold.pipeline.progress import MetricsLog
+from enfold.pipeline.run_lock import run_lock
 from enfold.pipeline.trainer import StageParts, fit, param_groups
 
 
@@ -145,12 +147,15 @@ def run_finetune(cfg: Config, out_dir: str | Path, pretrained: str | Path | None
     """Fine-tune (full or linear) and return the checkpoint path, or run kNN and its metrics."""
     dist = init_distributed(cfg.train.device)
     try:
-        if cfg.finetune.mode == "knn":
-            if dist.distributed:
-                raise EnfoldError("--mode knn runs in one process; launch it without torchrun")
-            return run_knn(cfg, Path(out_dir), pretrained, dist.device)
-        parts = build_finetune_parts(cfg, Path(out_dir), dist, pretrained)
-        return fit(cfg, parts, out_dir, dist, resume=resume)
+        # one run per folder: rank 0 holds OUT/.lock until the run ends
+        with run_lock(out_dir) if dist.is_main else nullcontext():
+            if cfg.finetune.mode == "knn":
+                if dist.distributed:
+                    raise EnfoldError("--mode knn runs in one process; launch it without "
+                                      "torchrun")
+                return run_knn(cfg, Path(out_dir), pretrained, dist.device)
+            parts = build_finetune_parts(cfg, Path(out_dir), dist, pretrained)
+            return fit(cfg, parts, out_dir, dist, resume=resume)
     finally:
         shutdown(dist)
 

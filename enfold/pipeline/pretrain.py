@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from enfold.model import EnergyViT, build_energy_model
 from enfold.pipeline.distributed import DistInfo, init_distributed, shutdown
 from enfold.pipeline.knn import KnnMonitor
 from enfold.pipeline.restoration_eval import evaluate_restoration
+from enfold.pipeline.run_lock import run_lock
 from enfold.pipeline.trainer import StageParts, fit
 
 
@@ -70,7 +72,9 @@ def run_pretrain(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path
     """Pretrain an energy ViT as the config says; returns the last checkpoint's path."""
     dist = init_distributed(cfg.train.device)
     try:
-        parts = build_pretrain_parts(cfg, Path(out_dir), dist)
-        return fit(cfg, parts, out_dir, dist, resume=resume)
+        # one run per folder: rank 0 holds OUT/.lock until the run ends
+        with run_lock(out_dir) if dist.is_main else nullcontext():
+            parts = build_pretrain_parts(cfg, Path(out_dir), dist)
+            return fit(cfg, parts, out_dir, dist, resume=resume)
     finally:
         shutdown(dist)

@@ -11,6 +11,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from enfold.data import CorruptedDataset, build_eval_loader, denormalize
+from enfold.output_files import write_output
 
 
 def region_psnr(image: torch.Tensor, clean: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -38,8 +39,7 @@ def save_grid(columns: list[torch.Tensor], path: Path, scale: int = 1) -> None:
     img = Image.fromarray(arr)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    write_output(path, lambda f: img.save(f, format="PNG"))  # never through a link
 
 
 def evaluate_restoration(model, tasks: dict, source, mean: list[float], std: list[float],

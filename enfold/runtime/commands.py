@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from enfold.errors import EnfoldError
+from enfold.errors import EnfoldError, OutputWriteError
+from enfold.output_files import entry_identity, file_identity, refuse_existing, write_output
 from enfold.runtime.budget import DEFAULT_BUDGET, WorkBudget
 from enfold.runtime.images import decode_image, decode_view, encode_png, side_by_side
 from enfold.runtime.session import InferenceSession
@@ -66,15 +67,17 @@ def output_names(files: list[Path], out: Path) -> list[tuple[Path, Path]]:
 
     ``NAME.png`` and ``NAME-panel.png`` when free; otherwise ``NAME-2``, ``NAME-3``, ... So
     restoring a folder into itself writes beside the inputs, and inputs ``a.png`` and
-    ``a-panel.png`` get outputs of their own.
+    ``a-panel.png`` get outputs of their own. A name that is the same file as an input (a hard
+    link or symlink to it, compared by device and inode) counts as that input.
     """
     taken = {p.resolve() for p in files}
+    inputs = {file_identity(p) for p in files} - {None}
     names = []
     for path in files:
         stem, n = path.stem, 1
         while True:
             pair = (out / f"{stem}.png", out / f"{stem}-panel.png")
-            if not any(p.resolve() in taken for p in pair):
+            if not any(p.resolve() in taken or file_identity(p) in inputs for p in pair):
                 break
             n += 1
             stem = f"{path.stem}-{n}"
@@ -83,9 +86,14 @@ def output_names(files: list[Path], out: Path) -> list[tuple[Path, Path]]:
     return names
 
 
+def restore_outputs(files: list[Path], out: Path) -> list[Path]:
+    """Every file :func:`restore_files` writes for ``files``: the PNGs and ``restore.json``."""
+    return [*(p for pair in output_names(files, out) for p in pair), out / "restore.json"]
+
+
 def restore_files(session: InferenceSession, files: list[Path], out: Path, task: str | None,
                   seed: int = 0, degraded: bool = False, keep_known: bool = True,
-                  budget: WorkBudget = DEFAULT_BUDGET
+                  budget: WorkBudget = DEFAULT_BUDGET, overwrite: bool = False
                   ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Restore each file; write ``OUT/<name>.png`` and ``OUT/<name>-panel.png``.
 
@@ -93,6 +101,9 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
     for small images. Output names never replace an input and are never shared between inputs
     (:func:`output_names`); ``OUT/restore.json`` maps every input to its own outputs and PSNRs.
     Files over ``budget`` (pixels, aspect ratio, tiles) are refused from their header.
+    Existing outputs are refused before any work unless ``overwrite``; every output is written
+    by :func:`enfold.output_files.write_output` (never through a link), and one that cannot be
+    written is that file's error, not the batch's.
     """
     from enfold.runtime.restore import restore_image, task_corruption
 
@@ -105,8 +116,11 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EnfoldError(f"cannot create the output folder {out}: {exc.strerror or exc}") from exc
+    names = output_names(files, out)
+    refuse_existing(restore_outputs(files, out), overwrite)
+    guard = {entry_identity(p) for p in files}
     results, errors = [], {}
-    for path, (restored_png, panel_png) in zip(files, output_names(files, out), strict=True):
+    for path, (restored_png, panel_png) in zip(files, names, strict=True):
         try:
             img = decode_image(path, session.in_chans, budget=budget,
                                tile_size=session.img_size)
@@ -119,13 +133,14 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
                 [rest.clean, rest.degraded, rest.restored])
         panel = side_by_side(cols)
         try:
-            restored_png.write_bytes(encode_png(rest.restored))
-            panel_png.write_bytes(encode_png(panel, scale=max(1, 128 // panel.shape[1])))
-        except OSError as exc:
-            raise EnfoldError(f"cannot write {restored_png}: {exc.strerror or exc}") from exc
+            write_output(restored_png, encode_png(rest.restored), guard)
+            write_output(panel_png, encode_png(panel, scale=max(1, 128 // panel.shape[1])), guard)
+        except OutputWriteError as exc:
+            errors[str(path)] = str(exc)
+            continue
         results.append({"file": str(path), "restored": str(restored_png),
                         "panel": str(panel_png), "task": None if degraded else task,
                         **rest.psnr()})
-    (out / "restore.json").write_text(json.dumps({"results": results, "errors": errors},
-                                                 indent=2))
+    write_output(out / "restore.json", json.dumps({"results": results, "errors": errors},
+                                                  indent=2), guard)
     return results, errors

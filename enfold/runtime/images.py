@@ -21,13 +21,18 @@ from enfold.runtime.budget import DEFAULT_BUDGET, WorkBudget
 
 
 def list_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Image files named directly or found (recursively, sorted) in the given directories."""
+    """Image files named directly or found (recursively, sorted) in the given directories.
+
+    Anything that exists and is not a folder is listed, FIFOs and devices included: the decoder
+    refuses those without opening them (a FIFO would block the read forever), so they become
+    that file's error ("not a regular file") instead of hanging or stopping the batch."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        elif path.is_file():
+            found += sorted(p for p in path.rglob("*")
+                            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
+        elif path.exists():
             found.append(path)
         else:
             raise EnfoldError(f"{path} does not exist (pass image files or directories)")
