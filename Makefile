@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch and torchvision are pinned as a pair: a mismatched torchvision fails to import.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data demo restorers test lint bench clean
+.PHONY: setup data browser demo restorers test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,31 @@ data:  ## install the real data sets (needs apt and root; otherwise says what to
 		echo "Tests that need these files skip, naming the missing package."; \
 	fi
 
+# A headless browser for tests/test_page.py (the page `enfold serve` answers GET / with), driven
+# by selenium (a dev extra). `make test` runs this first and never fails on it: without apt or
+# root, or offline, it says what to do and the browser tests skip.
+BROWSER_PACKAGES := chromium chromium-driver
+
+browser:  ## install headless chromium and chromedriver (needs apt and root; otherwise says what to do)
+	@if command -v chromedriver >/dev/null 2>&1 && \
+		{ command -v chromium || command -v chromium-browser || command -v google-chrome; } \
+		>/dev/null 2>&1; then \
+		echo "browser: chromium and chromedriver already installed"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		if apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; then \
+			echo "browser: installed $(BROWSER_PACKAGES)"; \
+		else \
+			echo "browser: apt-get could not install $(BROWSER_PACKAGES) (offline?);" \
+				"tests/test_page.py's browser tests skip"; \
+		fi; \
+	else \
+		echo "browser: cannot install with apt here (not Debian/Ubuntu, or not root). Either run"; \
+		echo "  sudo apt-get install $(BROWSER_PACKAGES)"; \
+		echo "or put chromium (or google-chrome) and a matching chromedriver on PATH."; \
+		echo "tests/test_page.py's browser tests skip, naming what is missing."; \
+	fi
+
 demo: setup  ## pretrain, fine-tune and evaluate on the embedded digits -> runs/demo/
 	$(BIN)/enfold pretrain --config configs/pretrain/digits-tiny.yaml --out runs/demo/pretrain
 	$(BIN)/enfold visualize --checkpoint runs/demo/pretrain/checkpoint-last.pt --task mask \
@@ -66,7 +91,7 @@ restorers: setup data  ## train the shipped restorers and export each to ONNX ->
 			$$(case $$t in noise) echo --grid-shifts $(GRID_SHIFTS_noise);; esac) || exit 1; \
 	done
 
-test: setup  ## the whole test suite (CPU, tiny models)
+test: setup browser  ## the whole test suite (CPU, tiny models)
 	$(BIN)/python -m pytest -q
 
 lint: setup

@@ -30,6 +30,7 @@ from enfold.runtime.budget import DEFAULT_BUDGET, WorkBudget
 from enfold.runtime.guard import RequestGuard
 from enfold.runtime.images import decode_image, decode_view, encode_png
 from enfold.runtime.oip import oip_router
+from enfold.runtime.page import page_router
 from enfold.runtime.restore import assemble, corrupt_tiles, task_corruption
 from enfold.runtime.session import TARGET_METHODS, InferenceSession, load
 from enfold.runtime.upload_limit import UploadLimit, too_large_message
@@ -133,6 +134,7 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
     app = fastapi.FastAPI(title="enfold", lifespan=lifespan,
                           description=f"enfold serve: {session.describe()}")
     app.include_router(oip)
+    app.include_router(page_router())  # GET /: a page to try the model (runtime/page.py)
     app.add_middleware(UploadLimit, max_upload_bytes=max_upload_bytes)
     app.add_middleware(RequestGuard, timeout_s=request_timeout_s)  # outermost: wraps the rest
     decode_slots = asyncio.Semaphore(DECODE_SLOTS)
