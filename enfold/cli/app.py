@@ -154,13 +154,15 @@ def validate_cmd(
         None, "--reference", help="Recorded outputs on a fixed input (.reference.npz), instead "
         "of the checkpoint (default for a shipped model: its own)."),
     tolerance: float | None = typer.Option(None, help="Max abs error (default: by precision)."),
-    batches: str = typer.Option("1,3,8", help="Batch sizes to check, comma-separated."),
+    batches: str = typer.Option("1,3,8", help="Batch sizes to check against the checkpoint, "
+                                "comma-separated."),
 ) -> None:
     """Run PyTorch and the artifact on held-out images, or the artifact on a fixed input against
     its recorded outputs; fail beyond the tolerance."""
     from enfold.export.validate import validate_artifact
     from enfold.runtime.bench import parse_batches
 
+    sizes = tuple(parse_batches(batches, "--batches"))
     if checkpoint is None:
         _validate_recorded(artifact, reference, tolerance)
         return
@@ -172,7 +174,6 @@ def validate_cmd(
 
         _print_report(validate_timm_weights(artifact.parent, str(checkpoint)))
         return
-    sizes = tuple(parse_batches(batches, "--batches"))
     _print_report(validate_artifact(artifact, str(checkpoint), sizes, tolerance=tolerance))
 
 
