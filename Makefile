@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch and torchvision are pinned as a pair: a mismatched torchvision fails to import.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data browser demo restorers test lint bench clean
+.PHONY: setup data browser demo restorers models test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +90,23 @@ restorers: setup data  ## train the shipped restorers and export each to ONNX ->
 			--target restorer --format onnx --out exports/restorers/$$t \
 			$$(case $$t in noise) echo --grid-shifts $(GRID_SHIFTS_noise);; esac) || exit 1; \
 	done
+
+# The model zoo shipped inside the package (enfold/zoo/): every restorer's run, the Fashion-MNIST
+# encoder (pretrain) and its 10-labels-per-class classifier (finetune); a finished run is read
+# back, not retrained. benchmarks/build_zoo.py exports, validates and measures each, keeps fp16
+# where it matches fp32, and writes enfold/zoo/registry.json and the README's table.
+FMNIST_PRE := runs/zoo/fmnist-pretrain
+FMNIST_FT  := runs/zoo/fmnist-finetune
+
+models: setup data  ## retrain every shipped model from its config, then build the zoo -> enfold/zoo/
+	@for t in $(RESTORERS); do \
+		$(BIN)/enfold pretrain --config configs/pretrain/restore-$$t.yaml \
+			--out runs/restore/$$t || exit 1; \
+	done
+	$(BIN)/enfold pretrain --config configs/pretrain/fmnist-tiny.yaml --out $(FMNIST_PRE)
+	$(BIN)/enfold finetune --config configs/finetune/fmnist-tiny.yaml \
+		--pretrained $(FMNIST_PRE)/checkpoint-last.pt --out $(FMNIST_FT)
+	$(BIN)/python benchmarks/build_zoo.py
 
 test: setup browser  ## the whole test suite (CPU, tiny models)
 	$(BIN)/python -m pytest -q

@@ -1,6 +1,6 @@
 """The package's layers: every module imports, nothing imports upward, and no import loops.
 
-Layers, top to bottom: cli -> runtime -> export -> artifact -> pipeline -> model / data /
+Layers, top to bottom: cli -> runtime / zoo -> export -> artifact -> pipeline -> model / data /
 corrupt / config -> errors. Imports inside functions count too: a local import can hide a loop,
 but it is still one.
 """
@@ -18,7 +18,7 @@ import enfold
 PACKAGE = Path(enfold.__file__).parent
 # top-level part of ``enfold.<part>`` -> its layer; a module may import its own layer and below
 LAYER = {"errors": 0, "config": 1, "output_files": 1, "model": 1, "data": 1, "corrupt": 1,
-         "pipeline": 2, "artifact": 3, "export": 4, "runtime": 5, "cli": 6}
+         "pipeline": 2, "artifact": 3, "export": 4, "runtime": 5, "zoo": 5, "cli": 6}
 
 
 def _modules() -> dict[str, Path]:

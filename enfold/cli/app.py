@@ -153,29 +153,68 @@ def export(
 
 @app.command("validate")
 def validate_cmd(
-    artifact: Path = typer.Argument(..., help="An exported .onnx, .ts or .engine file, or "
-                                    "model.safetensors (timm weights)."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="The checkpoint it came from."),
+    artifact: Path = typer.Argument(..., help="An exported .onnx, .ts or .engine file, "
+                                    "model.safetensors (timm weights), or a shipped model's name "
+                                    "(enfold models)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint",
+                                           help="The checkpoint it came from."),
+    reference: Path | None = typer.Option(
+        None, "--reference", help="Recorded outputs on a fixed input (.reference.npz), instead "
+        "of the checkpoint (default for a shipped model: its own)."),
     tolerance: float | None = typer.Option(None, help="Max abs error (default: by precision)."),
-    batches: str = typer.Option("1,3,8", help="Batch sizes to check, comma-separated."),
+    batches: str = typer.Option("1,3,8", help="Batch sizes to check against the checkpoint, "
+                                "comma-separated."),
 ) -> None:
-    """Run PyTorch and the artifact on held-out images; fail beyond the tolerance."""
+    """Run PyTorch and the artifact on held-out images, or the artifact on a fixed input against
+    its recorded outputs; fail beyond the tolerance."""
     from enfold.export.validate import validate_artifact
     from enfold.runtime.bench import parse_batches
 
+    sizes = tuple(parse_batches(batches, "--batches"))
+    if checkpoint is None:
+        _validate_recorded(artifact, reference, tolerance)
+        return
+    if reference is not None:
+        raise EnfoldError("pass --checkpoint or --reference, not both")
+    artifact = _model_file(artifact)
     if artifact.suffix == ".safetensors":  # timm weights: timm's own loader vs enfold
         from enfold.export.timm_weights import validate_timm_weights
 
         _print_report(validate_timm_weights(artifact.parent, str(checkpoint)))
         return
-    sizes = tuple(parse_batches(batches, "--batches"))
     _print_report(validate_artifact(artifact, str(checkpoint), sizes, tolerance=tolerance))
+
+
+def _validate_recorded(artifact: Path, reference: Path | None,
+                       tolerance: float | None) -> None:
+    """``enfold validate`` without a checkpoint: every artifact of a shipped model, or one file,
+    against recorded outputs."""
+    from enfold.zoo import get
+    from enfold.zoo.reference import check_reference, reference_path
+
+    if artifact.exists():
+        pairs = [(artifact, reference or reference_path(artifact))]
+        if reference is None and not pairs[0][1].is_file():
+            raise EnfoldError(f"{artifact}: pass --checkpoint (the checkpoint it came from) or "
+                              "--reference (its recorded outputs, .reference.npz)")
+    else:
+        _model_file(artifact)  # a missing file or an unknown name: the error says which
+        model = get(str(artifact))  # a shipped model: each of its artifacts, its own references
+        if reference is not None:
+            raise EnfoldError(f"{model.name} is a shipped model, checked against its own "
+                              "recorded outputs: drop --reference")
+        pairs = [(model.folder / name, ref) for name, ref in model.references.items()]
+    for path, ref in pairs:
+        typer.echo(f"{path} against {ref}:")
+        _print_report(check_reference(path, ref, tolerance))
 
 
 def _print_report(report: dict) -> None:
     for key, value in report.items():
         if key in ("onnx_ops",):
             value = ", ".join(value)
+        elif key == "max_abs_by_batch":
+            value = ", ".join(f"batch {b}: {v:.3g}" for b, v in value.items())
         elif isinstance(value, float):
             value = f"{value:.6g}"
         typer.echo(f"  {key}: {value}")
@@ -203,9 +242,43 @@ def visualize(
     typer.echo(f"wrote {out}")
 
 
+@app.command()
+def models(
+    json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the trained models shipped with enfold: name, task, input, held-out number, size,
+    sha256 and the commands that reproduce each. Pass a name wherever --model takes a file."""
+    import json
+
+    from enfold.zoo import list_models, zoo_dir
+
+    shipped = list_models()
+    if json_:
+        typer.echo(json.dumps([{**m.entry, "artifact": str(m.artifact),
+                                "total_bytes": m.total_bytes} for m in shipped], indent=2))
+        return
+    if not shipped:
+        typer.echo(f"no models ship in {zoo_dir()} yet (make models builds them)")
+        return
+    rows = [("name", "task", "input", "precision", "size", "held-out")]
+    rows += [(m.name, m.task, f"{m.img_size}x{m.img_size}x{m.in_chans}", m.precision,
+              f"{m.total_bytes / 2**20:.2f} MiB", m.describe_metric()) for m in shipped]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for i, row in enumerate(rows):
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  "
+                   + row[-1])
+        if i:
+            m = shipped[i - 1]
+            typer.echo(f"    sha256 {m.sha256}  {m.artifact}")
+            typer.echo(f"    reproduce: {' && '.join(m.reproduce)}")
+    total = sum(m.total_bytes for m in shipped)
+    typer.echo(f"{len(shipped)} models, {total / 2**20:.2f} MiB in {zoo_dir()}")
+
+
 # ----------------------------------------------------------------------------- inference
 
-MODEL_HELP = "An artifact from `enfold export` (.onnx, .ts, .engine) or a checkpoint (.pt)."
+MODEL_HELP = ("An artifact from `enfold export` (.onnx, .ts, .engine), a checkpoint (.pt), or "
+              "a shipped model's name (enfold models).")
 BACKEND_HELP = "auto | torch | torchscript | onnxruntime | tensorrt"
 DEVICE_HELP = "cpu | cuda (default: cuda when a GPU is visible)."
 PROVIDER_HELP = "onnxruntime execution provider: tensorrt | cuda | cpu (default: best available)."
@@ -244,11 +317,34 @@ def _report(results: list[dict], as_json: bool, line) -> None:
             typer.echo(line(r))
 
 
+def _model_file(model: Path) -> Path:
+    """What --model names: an existing path, else a shipped model's artifact (enfold models);
+    anything else is an error listing the shipped names."""
+    from enfold.zoo import resolve
+
+    return resolve(model)
+
+
+def _restore_model(model: Path | None, task: str | None) -> tuple[Path, str | None]:
+    """restore's --model and --task: without --model, the shipped model of --task, which then
+    restores its own corruption (sr4 is the sr corruption at x4)."""
+    if model is not None:
+        return _model_file(model), task
+    if task is None:
+        raise EnfoldError("pass --model (an artifact or a shipped model's name), or --task to "
+                          "use the shipped model of that task (enfold models lists them)")
+    from enfold.zoo import for_task
+
+    return for_task(task).artifact, None
+
+
 def _session(model: Path, backend: str, device: str | None, provider: str | None):
     from enfold.runtime import load
 
-    session = load(model, backend=backend, device=device, provider=provider)
-    typer.echo(f"model: {model} on {session.describe()}", err=True)
+    path = _model_file(model)
+    session = load(path, backend=backend, device=device, provider=provider)
+    shown = model if path == model else f"{model} ({path})"
+    typer.echo(f"model: {shown} on {session.describe()}", err=True)
     return session
 
 
@@ -287,7 +383,8 @@ def predict(
 @app.command()
 def restore(
     images: list[Path] = IMAGES_ARG,
-    model: Path = MODEL_OPT,
+    model: Path | None = typer.Option(
+        None, "--model", "-m", help=MODEL_HELP + " Default: the shipped model of --task."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the PNGs."),
     task: str | None = typer.Option(
         None, help="mask | shuffle | sr | noise | gray (default: the artifact's task)."),
@@ -314,6 +411,7 @@ def restore(
     check_out_dir(out)
     budget = _budget(max_pixels, max_aspect, max_tiles)
     files = list_images(images)
+    model, task = _restore_model(model, task)
     refuse_existing(restore_outputs(files, out), overwrite)  # before the model loads
     session = _session(model, backend, device, provider)
     results, errors = restore_files(session, files, out, task, seed, degraded, keep_known,
@@ -372,6 +470,7 @@ def serve(
     """Serve classify, restore and energy over HTTP, batching concurrent requests."""
     from enfold.runtime.server import serve as run_server
 
+    model = _model_file(model)
     run_server(model, backend=backend, device=device, provider=provider, host=host, port=port,
                max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb,
                budget=_budget(max_pixels, max_aspect, max_tiles),
@@ -397,10 +496,13 @@ def bench(
     from enfold.runtime.bench import bench as run_bench
     from enfold.runtime.bench import format_table, parse_batches
 
-    out = check_out_file(out or model.with_name(model.name + ".bench.json"))
+    path = _model_file(model)
+    # a shipped model's report goes to the working directory, not into the installed package
+    default = (model if path == model else Path(model.name)).with_name(model.name + ".bench.json")
+    out = check_out_file(out or default)
     refuse_existing([out], overwrite)
     names = [b.strip() for b in backends.split(",")] if backends else None
-    report = run_bench(model, names, parse_batches(batch), seconds, device)
+    report = run_bench(path, names, parse_batches(batch), seconds, device)
     typer.echo(format_table(report))
     write_output(out, json.dumps(report, indent=2))
     typer.echo(f"wrote {out}")

@@ -36,7 +36,8 @@ def default_device() -> str:
 
 def load(path: str | Path, backend: str = "auto", device: str | None = None,
          provider: str | None = None) -> InferenceSession:
-    """Load an exported artifact (or a checkpoint, served by PyTorch eager) for inference.
+    """Load an exported artifact (or a checkpoint, served by PyTorch eager, or a shipped model
+    by name: ``load("restore-sr")``, see ``enfold.zoo``) for inference.
 
     ``backend``: ``auto`` (the fastest available for this artifact on ``device``), ``torch``,
     ``torchscript``, ``onnxruntime`` or ``tensorrt``. ``device``: ``cpu`` or ``cuda`` (default:
@@ -44,10 +45,12 @@ def load(path: str | Path, backend: str = "auto", device: str | None = None,
     ``cpu``. A backend or provider that was asked for and is not available is an error, never a
     silent fallback to the CPU; ``auto`` tries the next one and says which it chose.
     """
-    path = Path(path)
+    from enfold.zoo import resolve
+
+    path = resolve(path)  # an existing path, else a shipped model's name (enfold models)
     if not path.is_file():
-        raise EnfoldError(f"{path} does not exist (pass an artifact from `enfold export` or a "
-                          "checkpoint-last.pt)")
+        raise EnfoldError(f"{path} is not a file (pass an artifact from `enfold export`, a "
+                          "checkpoint-last.pt or a shipped model's name)")
     if backend != "auto" and backend not in BACKENDS:
         raise EnfoldError(f"unknown backend {backend!r}; choose auto or one of "
                           f"{', '.join(BACKENDS)}")

@@ -1,0 +1,57 @@
+"""benchmarks/build_zoo.py's edges: a restorer this enfold cannot export (a noise-level one) is
+skipped with the reason while the others build, a missing run is an error before any work, and
+the shipped list names a config and a run for every model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import DIGITS_TINY, ROOT, train
+from tiny_zoo import TINY_RUN, build_zoo
+
+from enfold.errors import EnfoldError
+
+
+def _noise_level_spec(run):
+    return build_zoo.ModelSpec("tiny-noise", "noise", "restorer", str(run), str(DIGITS_TINY),
+                               ("enfold pretrain ...",), "noise", try_fp16=False)
+
+
+def test_a_noise_level_restorer_is_skipped_with_the_reason(tmp_path):
+    run = tmp_path / "noise"
+    train("pretrain", DIGITS_TINY, run, [*TINY_RUN, "corrupt.tasks=[noise]",
+                                         "model.noise_level_input=true",
+                                         "corrupt.noise.sigma=0.02", "corrupt.noise.sigma_max=0.2"])
+    zoo = tmp_path / "zoo"
+    logged = []
+    doc, skipped = build_zoo.build([_noise_level_spec(run)], zoo, log=logged.append)
+    assert list(skipped) == ["tiny-noise"] and "noise-level restorer" in skipped["tiny-noise"]
+    assert any("skipped tiny-noise: " in line for line in logged)
+    assert doc["models"] == [] and not (zoo / "models" / "tiny-noise").exists()
+    assert json.loads((zoo / "registry.json").read_text())["models"] == []
+
+
+def test_a_missing_run_is_an_error_before_any_work(tmp_path):
+    spec = _noise_level_spec(tmp_path / "not-trained")
+    with pytest.raises(EnfoldError, match="(?s)missing training runs.*tiny-noise"):
+        build_zoo.build([spec], tmp_path / "zoo")
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_unknown_only_name_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        build_zoo.main(["--only", "restore-srr", "--no-readme"])
+    assert "unknown --only restore-srr" in capsys.readouterr().err
+
+
+def test_the_shipped_list_names_existing_configs():
+    names = [s.name for s in build_zoo.SHIPPED]
+    assert len(set(names)) == len(names)
+    tasks = [s.task for s in build_zoo.SHIPPED]
+    assert len(set(tasks)) == len(tasks)  # `enfold restore --task` picks one model per task
+    for spec in build_zoo.SHIPPED:
+        assert (ROOT / spec.config).is_file(), spec.config
+        assert any(spec.run in command for command in spec.train), spec.name
+    noise = next(s for s in build_zoo.SHIPPED if s.name == "restore-noise")
+    assert noise.grid_shifts == 4
