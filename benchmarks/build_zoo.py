@@ -60,7 +60,7 @@ class ModelSpec:
 
 def _restorer(task: str, what: str, grid_shifts: int | None = None) -> ModelSpec:
     run, config = f"runs/restore/{task}", f"configs/pretrain/restore-{task}.yaml"
-    return ModelSpec(f"restore-{task}", task, "restorer", run, config,
+    return ModelSpec(task, task, "restorer", run, config,
                      (f"enfold pretrain --config {config} --out {run}",),
                      f"restores {what} in colour photos (32x32 tiles)", grid_shifts)
 

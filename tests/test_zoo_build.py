@@ -41,7 +41,7 @@ def test_a_missing_run_is_an_error_before_any_work(tmp_path):
 
 def test_unknown_only_name_is_refused(capsys):
     with pytest.raises(SystemExit):
-        build_zoo.main(["--only", "restore-srr", "--no-readme"])
+        build_zoo.main(["--only", "srr", "--no-readme"])
     assert "unknown --only restore-srr" in capsys.readouterr().err
 
 
@@ -53,5 +53,5 @@ def test_the_shipped_list_names_existing_configs():
     for spec in build_zoo.SHIPPED:
         assert (ROOT / spec.config).is_file(), spec.config
         assert any(spec.run in command for command in spec.train), spec.name
-    noise = next(s for s in build_zoo.SHIPPED if s.name == "restore-noise")
+    noise = next(s for s in build_zoo.SHIPPED if s.name == "noise")
     assert noise.grid_shifts == 4

@@ -80,7 +80,7 @@ def test_no_models_shipped_is_said(tmp_path, monkeypatch):
     monkeypatch.setenv(ZOO_ENV, str(tmp_path))
     assert enfold.zoo.list_models() == []
     with pytest.raises(UnknownModelError, match="no models ship with this install yet"):
-        enfold.zoo.resolve("restore-sr")
+        enfold.zoo.resolve("sr")
     assert "no models ship" in invoke("models").output
     monkeypatch.setenv(ZOO_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(EnfoldError, match="holds no registry.json"):

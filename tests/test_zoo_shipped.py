@@ -64,8 +64,8 @@ def test_shipped_files_are_package_data():
 
     files = ["registry.json", *[rel for m in list_models(SHIPPED_ZOO) for rel in m.files]]
     assert not [f for f in files if not packaged(f)], "files outside package-data"
-    assert packaged("models/restore-sr/restorer-k1.onnx.reference.npz")
-    assert not packaged("models/restore-sr/sub/file.onnx")
+    assert packaged("models/sr/restorer-k1.onnx.reference.npz")
+    assert not packaged("models/sr/sub/file.onnx")
 
 
 def test_the_checks_pass_on_a_zoo_the_build_script_made(tiny):

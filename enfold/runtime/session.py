@@ -37,7 +37,7 @@ def default_device() -> str:
 def load(path: str | Path, backend: str = "auto", device: str | None = None,
          provider: str | None = None) -> InferenceSession:
     """Load an exported artifact (or a checkpoint, served by PyTorch eager, or a shipped model
-    by name: ``load("restore-sr")``, see ``enfold.zoo``) for inference.
+    by name: ``load("noise")``, see ``enfold.zoo``) for inference.
 
     ``backend``: ``auto`` (the fastest available for this artifact on ``device``), ``torch``,
     ``torchscript``, ``onnxruntime`` or ``tensorrt``. ``device``: ``cpu`` or ``cuda`` (default:

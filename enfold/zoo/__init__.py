@@ -2,7 +2,7 @@
 
     import enfold.zoo, enfold.runtime
     enfold.zoo.list_models()                   # every shipped model
-    session = enfold.runtime.load("restore-sr")  # a name works wherever an artifact path does
+    session = enfold.runtime.load("noise")  # a name works wherever an artifact path does
 
 ``resolve(name_or_path)`` turns a name into its artifact's path (an existing path wins);
 ``for_task("noise")`` is the shipped model of a task. ``enfold models`` lists them.

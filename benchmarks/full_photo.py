@@ -1,0 +1,488 @@
+"""Whole held-out photos restored at full resolution, the way a user's photo is: seams, speed,
+memory and quality against the classical methods, plus the noise restorer across noise levels.
+
+Three parts, each measured side by side in one run:
+
+1. **Whole photos** (every held-out photo of the ``photos`` source, reduced once so its shorter
+   side is ``--short-side`` pixels, the scale the restorers were trained at): each task's real
+   input made from the clean photo (noise at sigma 0.1; a truly low-resolution image, area-
+   downsampled x2 / x4; free-form holes drawn at photo scale; the gray photo), restored whole by
+   ``enfold.runtime.restore_image`` with blended tiles (the shipped behaviour) and with abutting
+   tiles (the old one), and by the classical method of the task. Whole-photo PSNR, the seam
+   ratio (squared error on the tile-grid rows/columns over the interior's: about 1 without
+   seams), seconds per megapixel and peak memory.
+2. **A 4 MP photo** (``--big``, at its native 2560x1600) denoised at sigma 0.1: enfold against
+   BM3D and OpenCV's non-local means on the same photo, with time and memory.
+3. **Noise levels**: held-out 32x32 crops at sigma 0.02 ... 0.2, enfold given sigma and with
+   sigma estimated from the image, against BM3D given the true sigma.
+
+Writes ``<out>/full_photo.json``, ``docs/img/full_photo_noise.png`` (the big photo and an
+enlarged smooth region: input | enfold | BM3D | clean) and the ``full_photo`` section of
+docs/RESULTS.md. Models: registry names or artifact paths (``--model task=NAME_OR_PATH``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmarks.results_doc import write_section
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "RESULTS.md"
+PICTURE = ROOT / "docs" / "img" / "full_photo_noise.png"
+TASKS = ("noise", "sr", "sr4", "mask", "gray")
+SIGMA = 0.1
+SIGMAS = (0.02, 0.05, 0.1, 0.15, 0.2)
+TILE = 32
+NATIVE = 10**6  # a shorter side no photo reaches: native resolution
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+class PeakRSS:
+    """Peak resident memory of this process while the block runs, sampled every 20 ms, minus
+    the resident memory when it started: what one call adds."""
+
+    def __enter__(self) -> PeakRSS:
+        self.start = self.peak = rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, rss_bytes())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+    @property
+    def added_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float, float]:
+    """``(result, seconds, peak MB added)`` of one call."""
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        out = fn()
+        seconds = time.perf_counter() - t0
+    return out, seconds, mem.added_mb
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = (a.float().clamp(0, 1) - b.float()).pow(2).mean().item()
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def hwc8(t: torch.Tensor) -> np.ndarray:
+    """``(C, H, W)`` in [0, 1] -> ``(H, W, C)`` uint8 (what OpenCV takes)."""
+    return (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def from_hwc(a: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(a)).float()
+    if a.dtype == np.uint8:
+        t = t / 255
+    return t.permute(2, 0, 1).clamp(0, 1)
+
+
+def noisy(clean: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (clean + sigma * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+
+
+def low_res(clean: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(low-resolution image, the clean photo cropped to a multiple of scale)``: area
+    downsampling, as the sr corruption makes its input."""
+    h, w = (s // scale * scale for s in clean.shape[-2:])
+    clean = clean[:, :h, :w]
+    return F.interpolate(clean[None], size=(h // scale, w // scale), mode="area")[0], clean
+
+
+def freeform_mask(h: int, w: int, seed: int, coverage: float = 0.12) -> torch.Tensor:
+    """``(H, W)`` 1 where pixels are missing: strokes and blobs drawn at photo scale until
+    about ``coverage`` of the photo is covered (scratches, blemishes, small objects)."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    canvas = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    side = min(h, w)
+    for _ in range(500):
+        if np.asarray(canvas).mean() / 255 >= coverage:
+            break
+        if rng.random() < 0.6:  # a stroke: a few joined segments
+            pts = [tuple(rng.integers(0, [w, h]))]
+            for _ in range(rng.integers(2, 5)):
+                step = rng.normal(0, side / 8, 2)
+                pts.append((int(np.clip(pts[-1][0] + step[0], 0, w - 1)),
+                            int(np.clip(pts[-1][1] + step[1], 0, h - 1))))
+            draw.line(pts, fill=255, width=int(rng.integers(max(3, side // 100),
+                                                            max(6, side // 35))))
+        else:  # a blob
+            cx, cy = rng.integers(0, [w, h])
+            r = rng.integers(max(3, side // 80), max(6, side // 25), 2)
+            draw.ellipse([cx - r[0], cy - r[1], cx + r[0], cy + r[1]], fill=255)
+    return torch.from_numpy(np.asarray(canvas) > 127).float()
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def bm3d_denoise(img: torch.Tensor, sigma: float) -> torch.Tensor | None:
+    try:
+        import bm3d
+    except ImportError:
+        return None
+    out = bm3d.bm3d(img.permute(1, 2, 0).double().numpy(), sigma_psd=sigma)
+    return from_hwc(np.asarray(out, dtype=np.float32))
+
+
+def nl_means(img: torch.Tensor, sigma: float) -> torch.Tensor | None:
+    """OpenCV's fastNlMeansDenoisingColored with h = hColor = 0.8 * sigma (of 255), the
+    scale scikit-image recommends for its own non-local means (h = 0.8 sigma)."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    h = 0.8 * sigma * 255
+    out = cv2.fastNlMeansDenoisingColored(hwc8(img)[..., ::-1].copy(), None, h, h, 7, 21)
+    return from_hwc(out[..., ::-1])
+
+
+def telea(img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    try:
+        import cv2
+    except ImportError:
+        return None
+    m = (mask.numpy() > 0).astype(np.uint8) * 255
+    return from_hwc(cv2.inpaint(hwc8(img), m, 3, cv2.INPAINT_TELEA))
+
+
+def biharmonic(img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    from skimage.restoration import inpaint_biharmonic
+
+    out = inpaint_biharmonic(img.permute(1, 2, 0).double().numpy(), mask.numpy() > 0,
+                             channel_axis=-1)
+    return from_hwc(out.astype(np.float32))
+
+
+def bicubic(small: torch.Tensor, scale: int) -> torch.Tensor:
+    h, w = small.shape[-2:]
+    return F.interpolate(small[None], size=(h * scale, w * scale), mode="bicubic",
+                         align_corners=False)[0].clamp(0, 1)
+
+
+def luma(img: torch.Tensor) -> torch.Tensor:
+    from enfold.corrupt.gray import LUMA
+
+    return (img * torch.tensor(LUMA).view(3, 1, 1)).sum(0, keepdim=True).expand_as(img).clone()
+
+
+def enfold_restore(session, img: torch.Tensor, task: str, stride: int | None = None,
+                   **options) -> torch.Tensor:
+    from enfold.runtime.restore import restore_image
+
+    return restore_image(session, img, task, stride=stride, **options).restored
+
+
+# ----------------------------------------------------------------------------- experiments
+
+
+def task_case(task: str, clean: torch.Tensor, seed: int):
+    """``(real input, clean reference, enfold options, {classical name: fn})`` of one photo."""
+    if task == "noise":
+        x = noisy(clean, SIGMA, seed)
+        return x, clean, {"sigma": SIGMA}, {"BM3D": lambda: bm3d_denoise(x, SIGMA),
+                                            "NL-means (OpenCV)": lambda: nl_means(x, SIGMA)}
+    if task in ("sr", "sr4"):
+        scale = 2 if task == "sr" else 4
+        small, ref = low_res(clean, scale)
+        return small, ref, {"scale": scale}, {"bicubic": lambda: bicubic(small, scale)}
+    if task == "mask":
+        mask = freeform_mask(*clean.shape[-2:], seed)
+        x = clean * (1 - mask)
+        return x, clean, {"mask": mask}, {"biharmonic (scikit-image)": lambda: biharmonic(x, mask),
+                                          "Telea (OpenCV)": lambda: telea(x, mask)}
+    if task == "gray":
+        x = luma(clean)
+        return x, clean, {}, {"gray input": lambda: x}
+    raise ValueError(task)
+
+
+def input_psnr(task: str, x: torch.Tensor, ref: torch.Tensor, options: dict) -> float:
+    if task in ("sr", "sr4"):  # the low-resolution image, enlarged as the corruption does
+        from enfold.runtime.restore import enlarge
+
+        return psnr(enlarge(x, options["scale"]).clamp(0, 1), ref)
+    return psnr(x, ref)
+
+
+def whole_photos(sessions: dict, photos: list[str], short_side: int, seed: int) -> list[dict]:
+    """Part 1: every task on every held-out photo at the training scale."""
+    from enfold.data.photos import load_collection_photo
+
+    rows = []
+    for name in photos:
+        clean = load_collection_photo(name, short_side).float() / 255
+        for task, session in sessions.items():
+            x, ref, options, classical = task_case(task, clean, seed)
+            mp = ref.shape[-1] * ref.shape[-2] / 1e6
+            row = {"photo": name, "task": task, "size": list(ref.shape[-2:]),
+                   "input": input_psnr(task, x, ref, options)}
+            for label, stride in (("enfold", None), ("enfold, abutting tiles", TILE)):
+                out, sec, mb = timed(partial(enfold_restore, session, x, task, stride,
+                                             **options))
+                row[label] = {"psnr": psnr(out, ref), "s_per_mp": sec / mp, "peak_mb": mb,
+                              "seam_32": seam(out, ref, TILE),
+                              "seam_16": seam(out, ref, TILE // 2)}
+            for label, fn in classical.items():
+                out, sec, mb = timed(fn)
+                row[label] = None if out is None else {"psnr": psnr(out, ref),
+                                                       "s_per_mp": sec / mp, "peak_mb": mb}
+            print(json.dumps({k: v for k, v in row.items()}), flush=True)
+            rows.append(row)
+    return rows
+
+
+def seam(out: torch.Tensor, ref: torch.Tensor, tile: int) -> float:
+    from enfold.runtime.blend import seam_ratio
+
+    return seam_ratio(out, ref, tile)
+
+
+def big_photo(session, name: str, seed: int) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Part 2: one native-resolution photo denoised by enfold, BM3D and NL-means."""
+    from enfold.data.photos import load_collection_photo
+
+    clean = load_collection_photo(name, NATIVE).float() / 255
+    x = noisy(clean, SIGMA, seed)
+    mp = clean.shape[-1] * clean.shape[-2] / 1e6
+    row: dict = {"photo": name, "size": list(clean.shape[-2:]), "input": psnr(x, clean)}
+    outs = {"input": x, "clean": clean}
+    methods = {"enfold": lambda: enfold_restore(session, x, "noise", None, sigma=SIGMA),
+               "BM3D": lambda: bm3d_denoise(x, SIGMA),
+               "NL-means (OpenCV)": lambda: nl_means(x, SIGMA)}
+    for label, fn in methods.items():
+        out, sec, mb = timed(fn)
+        if out is None:
+            row[label] = None
+            continue
+        outs[label] = out
+        row[label] = {"psnr": psnr(out, clean), "seconds": sec, "s_per_mp": sec / mp,
+                      "peak_mb": mb}
+        if label == "enfold":
+            row[label]["seam_32"] = seam(out, clean, TILE)
+            row[label]["seam_16"] = seam(out, clean, TILE // 2)
+        print(label, json.dumps(row[label]), flush=True)
+    return row, outs
+
+
+def noise_levels(session, crops: torch.Tensor, seed: int) -> list[dict]:
+    """Part 3: held-out crops at each sigma: enfold given sigma, enfold estimating it, BM3D."""
+    from enfold.runtime.restore import estimate_sigma
+
+    rows = []
+    for sigma in SIGMAS:
+        x = torch.stack([noisy(c, sigma, seed + i) for i, c in enumerate(crops)])
+        given = torch.as_tensor(session.restore(
+            x, sigma=torch.full((x.shape[0],), sigma))).clamp(0, 1)
+        est = torch.tensor([estimate_sigma(img) for img in x])
+        estimated = torch.as_tensor(session.restore(x, sigma=est.float())).clamp(0, 1)
+        bm = [bm3d_denoise(img, sigma) for img in x]
+        row = {"sigma": sigma, "input": mean_psnr(x, crops),
+               "enfold, sigma given": mean_psnr(given, crops),
+               "enfold, sigma estimated": mean_psnr(estimated, crops),
+               "estimated sigma (mean)": float(est.mean()),
+               "BM3D, true sigma": None if bm[0] is None else mean_psnr(torch.stack(bm), crops)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def mean_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(np.mean([psnr(x, y) for x, y in zip(a, b, strict=True)]))
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def zoom_picture(outs: dict[str, torch.Tensor], path: Path) -> None:
+    """The whole photo and an enlarged smooth region: input | enfold | BM3D | clean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clean = outs["clean"]
+    h, w = clean.shape[-2:]
+    # the smoothest 160x160 window (lowest gradient energy) shows a tile grid best
+    gray = clean.mean(0)
+    grad = (gray[1:, :-1] - gray[:-1, :-1]).abs() + (gray[:-1, 1:] - gray[:-1, :-1]).abs()
+    box = 160
+    pooled = F.avg_pool2d(grad[None, None], box, stride=40)[0, 0]
+    iy, ix = divmod(int(pooled.argmin()), pooled.shape[1])
+    y0, x0 = iy * 40, ix * 40
+    cols = [k for k in ("input", "enfold", "BM3D", "clean") if k in outs]
+    fig, axes = plt.subplots(2, len(cols), figsize=(3.6 * len(cols), 5.4))
+    for j, key in enumerate(cols):
+        img = outs[key].clamp(0, 1)
+        axes[0, j].imshow(img.permute(1, 2, 0).numpy())
+        axes[0, j].add_patch(plt.Rectangle((x0, y0), box, box, fill=False, color="yellow"))
+        title = key if key in ("input", "clean") else f"{key} {psnr(img, clean):.2f} dB"
+        if key == "input":
+            title = f"input (sigma {SIGMA}) {psnr(img, clean):.2f} dB"
+        axes[0, j].set_title(title, fontsize=9)
+        crop = img[:, y0:y0 + box, x0:x0 + box]
+        axes[1, j].imshow(crop.permute(1, 2, 0).numpy(), interpolation="nearest")
+        axes[1, j].set_title(f"{box}x{box} smooth region, enlarged", fontsize=8)
+        for ax in axes[:, j]:
+            ax.axis("off")
+    fig.suptitle(f"Held-out photo, {w}x{h}, restored whole", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def fmt(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def report(args, rows: list[dict], big: dict | None, levels: list[dict], minutes: float,
+           models: dict[str, str]) -> str:
+    lines = ["## Full photos: seamless restoration, speed and memory (held-out photos)", "",
+             f"Command: `{args.command}`. Machine: {os.cpu_count()} CPU threads "
+             f"({platform.machine()}), torch {torch.__version__}, every method on the same "
+             f"threads; took {minutes:.1f} min. Models: "
+             + ", ".join(f"{t} `{m}`" for t, m in models.items())
+             + f". Whole photos: the {len(set(r['photo'] for r in rows))} held-out photos of "
+             f"the `photos` source reduced to a shorter side of {args.short_side} pixels (the "
+             "scale the restorers trained at), restored whole through `enfold.runtime` as "
+             "`enfold restore` does. Seam ratio: squared error on the rows and columns next to "
+             "the boundaries of a 32-pixel (and 16-pixel) grid over the error elsewhere; about "
+             "1.0 without seams. Peak MB: resident memory a call added. Photo-level numbers "
+             "are means over the photos.", ""]
+    lines += ["| task | input (dB) | method | PSNR (dB) | seam ratio 32 / 16 | s per MP | "
+              "peak MB |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        sub = [r for r in rows if r["task"] == task]
+        methods = [k for k in sub[0] if isinstance(sub[0][k], dict) or sub[0][k] is None]
+        methods = [m for m in methods if m not in ("photo", "task", "size", "input")]
+        for m in methods:
+            vals = [r[m] for r in sub if r[m] is not None]
+            if not vals:
+                lines.append(f"| {task} | | {m} | not installed | | | |")
+                continue
+
+            def mean(key: str, vals=vals) -> float | None:
+                got = [v[key] for v in vals if key in v]
+                return float(np.mean(got)) if got else None
+
+            seam_cell = ("-" if mean("seam_32") is None else
+                         f"{fmt(mean('seam_32'))} / {fmt(mean('seam_16'))}")
+            lines.append(f"| {task} | {fmt(float(np.mean([r['input'] for r in sub])))} | {m} "
+                         f"| {fmt(mean('psnr'))} | {seam_cell} | {fmt(mean('s_per_mp'), 1)} "
+                         f"| {fmt(mean('peak_mb'), 0)} |")
+    if big:
+        lines += ["", f"A {big['size'][1]}x{big['size'][0]} photo (`{big['photo']}`, native "
+                  f"resolution, held out) noised with sigma {SIGMA} (input "
+                  f"{big['input']:.2f} dB):", "",
+                  "| method | PSNR (dB) | seconds | s per MP | peak MB | seam ratio 32 / 16 |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for m in ("enfold", "BM3D", "NL-means (OpenCV)"):
+            v = big.get(m)
+            if v is None:
+                lines.append(f"| {m} | not installed | | | | |")
+                continue
+            seam_cell = (f"{fmt(v['seam_32'])} / {fmt(v['seam_16'])}" if "seam_32" in v
+                         else "-")
+            lines.append(f"| {m} | {fmt(v['psnr'])} | {fmt(v['seconds'], 1)} | "
+                         f"{fmt(v['s_per_mp'], 1)} | {fmt(v['peak_mb'], 0)} | {seam_cell} |")
+        lines += ["", f"![full photo]({PICTURE.relative_to(RESULTS.parent).as_posix()})"]
+    if levels:
+        lines += ["", f"Noise levels: {args.crops} held-out 32x32 crops, one noise draw per "
+                  "crop and sigma; sigma estimated per crop by scikit-image's wavelet estimate "
+                  "(what `enfold restore` uses when no `--sigma` is given).", "",
+                  "| sigma | input | enfold, sigma given | enfold, sigma estimated | mean "
+                  "estimate | BM3D, true sigma |", "| --- | --- | --- | --- | --- | --- |"]
+        for r in levels:
+            lines.append(f"| {r['sigma']} | {fmt(r['input'])} | {fmt(r['enfold, sigma given'])} "
+                         f"| {fmt(r['enfold, sigma estimated'])} | "
+                         f"{fmt(r['estimated sigma (mean)'], 3)} | {fmt(r['BM3D, true sigma'])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", default=[],
+                        help="task=NAME_OR_PATH (default: the shipped model of each task)")
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--short-side", type=int, default=512)
+    parser.add_argument("--photos", type=int, default=12, help="held-out photos (at most 12)")
+    parser.add_argument("--big", default="plasma:Path", help="native-resolution photo ('' off)")
+    parser.add_argument("--crops", type=int, default=32, help="crops per noise level (0 off)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "full_photo")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/RESULTS.md")
+    args = parser.parse_args(argv)
+    args.command = "python benchmarks/full_photo.py " + " ".join(argv or [])
+    from enfold.data.photos import photo_split
+    from enfold.runtime import load
+
+    t0 = time.time()
+    given = dict(m.split("=", 1) for m in args.model)
+    tasks = [t for t in args.tasks.split(",") if t]
+    models = {t: given.get(t, t) for t in tasks}
+    sessions = {t: load(m) for t, m in models.items()}
+    photos = [p.name for p in photo_split("heldout")][:args.photos]
+    rows = whole_photos(sessions, photos, args.short_side, args.seed)
+    big, outs = (None, {})
+    if args.big and "noise" in sessions:
+        big, outs = big_photo(sessions["noise"], args.big, args.seed)
+        zoom_picture(outs, PICTURE)
+    levels: list[dict] = []
+    if args.crops and "noise" in sessions:
+        from benchmarks.restoration import held_out, task_config
+
+        levels = noise_levels(sessions["noise"], held_out(task_config("noise"), args.crops),
+                              args.seed)
+    minutes = (time.time() - t0) / 60
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "full_photo.json").write_text(json.dumps(
+        {"models": models, "photos": rows, "big": big, "noise_levels": levels,
+         "minutes": minutes}, indent=2))
+    text = report(args, rows, big, levels, minutes, models)
+    print(text)
+    if not args.no_doc:
+        write_section(RESULTS, "full_photo", text)
+
+
+if __name__ == "__main__":
+    main()
