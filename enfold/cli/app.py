@@ -336,7 +336,10 @@ def score(
 
 @app.command()
 def serve(
-    model: Path = MODEL_OPT,
+    model: list[str] = typer.Option(
+        ..., "--model", "-m",
+        help=MODEL_HELP + " Repeat for several models side by side, each under its name "
+        "(NAME=PATH names one; default: the artifact's own name, a checkpoint's file stem)."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: any free port)."),
     max_batch: int = typer.Option(16, "--max-batch", min=1,
@@ -372,7 +375,8 @@ def serve(
     device: str | None = DEVICE_OPT,
     provider: str | None = PROVIDER_OPT,
 ) -> None:
-    """Serve classify, restore and energy over HTTP, batching concurrent requests."""
+    """Serve classify, restore and energy over HTTP (one model or several), batching
+    concurrent requests."""
     from enfold.runtime.connections import ConnectionLimits
     from enfold.runtime.server import serve as run_server
 

@@ -132,10 +132,12 @@ def json_limits_for(in_shape: list[int], max_batch: int, max_depth: int = MAX_JS
 
 
 def build_models(session: InferenceSession, max_batch: int, max_wait_ms: float,
-                 max_json_depth: int = MAX_JSON_DEPTH, max_json_elements: int | None = None
-                 ) -> dict[str, OipModel]:
+                 max_json_depth: int = MAX_JSON_DEPTH, max_json_elements: int | None = None,
+                 prefix: str | None = None) -> dict[str, OipModel]:
     """An :class:`OipModel` (and its batcher) for every target ``session`` serves, with the
-    JSON limits of :func:`json_limits_for`."""
+    JSON limits of :func:`json_limits_for`. Each is named as its Triton entry (``classifier``,
+    ``restorer-k2``); with ``prefix`` (a server of several models) the model is named
+    ``prefix`` when it serves one target, ``prefix-ENTRY`` for each of several."""
     models = {}
     fmt = session.metadata.get("format", "checkpoint")
     for target in session.targets:
@@ -147,6 +149,8 @@ def build_models(session: InferenceSession, max_batch: int, max_wait_ms: float,
                              np.float32)
             dims = list(_run(session, target, probe).shape[1:])
         name = entry_name(meta)
+        if prefix is not None:
+            name = prefix if len(session.targets) == 1 else f"{prefix}-{name}"
         config = model_config(meta, dims, (1, max_batch, max_batch), fmt,
                               queue_delay_us=int(max_wait_ms * 1000), name=name)
 
@@ -347,8 +351,8 @@ async def read_body(request: Any) -> bytes:
 
 def oip_router(session: InferenceSession, max_batch: int, max_wait_ms: float,
                decode_slots: asyncio.Semaphore | None = None,
-               max_json_depth: int = MAX_JSON_DEPTH, max_json_elements: int | None = None
-               ) -> tuple["APIRouter", list[MicroBatcher]]:
+               max_json_depth: int = MAX_JSON_DEPTH, max_json_elements: int | None = None,
+               prefix: str | None = None) -> tuple["APIRouter", list[MicroBatcher]]:
     """A FastAPI router speaking the protocol for ``session``, and the batchers to stop at
     shutdown. Request bodies are parsed while holding one of ``decode_slots`` (shared with the
     server's image decoding: the memory of concurrent parses stays bounded)."""
@@ -357,7 +361,8 @@ def oip_router(session: InferenceSession, max_batch: int, max_wait_ms: float,
     from fastapi import APIRouter, Request
     from fastapi.responses import JSONResponse, Response
 
-    models = build_models(session, max_batch, max_wait_ms, max_json_depth, max_json_elements)
+    models = build_models(session, max_batch, max_wait_ms, max_json_depth, max_json_elements,
+                          prefix)
     slots = decode_slots if decode_slots is not None else asyncio.Semaphore(2)
     router = APIRouter()
     try:
@@ -461,10 +466,17 @@ def oip_router(session: InferenceSession, max_batch: int, max_wait_ms: float,
     async def repository_index() -> list[dict[str, str]]:
         return [{"name": name, "version": VERSION, "state": "READY"} for name in sorted(models)]
 
+    @router.get("/v2/models")
+    async def list_models() -> dict[str, list[dict[str, Any]]]:
+        """Every served model's metadata (an extension: the protocol lists them only through
+        the repository index)."""
+        return {"models": [models[name].metadata() for name in sorted(models)]}
+
     # registered last: any other /v2 path gets the protocol's error form, not FastAPI's
     @router.api_route("/v2/{path:path}", methods=["GET", "POST"])
     async def unknown(request: Request, path: str) -> JSONResponse:
         hint = " (infer takes POST)" if path.endswith("/infer") else ""
         return error(f"unknown endpoint {request.method} /v2/{path}{hint}", 404)
 
+    router.models = models  # type: ignore[attr-defined]  # name -> OipModel, for listings
     return router, [m.batcher for m in models.values()]
