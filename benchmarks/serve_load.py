@@ -14,11 +14,16 @@ reports the status codes, throughput, latency percentiles and the batch sizes th
 request failed: a 5xx, a connection error, or any other non-200 answer (every upload is valid).
 
 ``--hostile F`` runs the load twice against the same server: clean, then with a fraction F of the
-uploads hostile (a 177-byte 100000x1 PNG, a 4 KB 2000x2000 PNG, a 60 KB 7900x7900 PNG, a
-truncated PNG, random bytes, an empty file, an upload over the size limit). It reports the 5xx
-count, the hostile answers by kind, the p99 latency of the normal requests against the clean
-run and the server's RSS before and after, and fails (exit 1) on any 5xx, any failed normal
-request, a normal p99 above twice the clean one, or an RSS after more than 20 % above before.
+requests hostile: uploads (a 177-byte 100000x1 PNG, a 4 KB 2000x2000 PNG, a 60 KB 7900x7900
+PNG, a truncated PNG, random bytes, an empty file, an upload over the size limit) and Open
+Inference Protocol bodies (JSON nested 1,000 deep; a body of ``[],[],...`` as large as the upload
+limit allows, before a valid input), while ``--idle-connections`` sockets stay open that send
+nothing or half a request head. It reports the 5xx count, the hostile answers by kind, the p99
+latency of the normal requests against the clean run and the server's RSS before and after, and
+fails (exit 1) on any 5xx, any failed normal request, a normal p99 above twice the clean one, or
+an RSS after more than 20 % above before. Last, the server gets SIGTERM with ``--concurrency``
+normal requests in flight: every one must be answered 200 or 503 (never another 5xx, never a
+dropped connection) and the server must exit within its drain time (5 s) and 5 s more.
 
 Client and server share the machine: on a few CPU cores the client's own work is part of what
 is measured, so compare numbers only between runs on the same machine.
@@ -31,6 +36,7 @@ import asyncio
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -76,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     p.add_argument("--hostile", type=float, default=0.0,
                    help="fraction of hostile uploads in a second run (e.g. 0.1); 0: clean only")
+    p.add_argument("--idle-connections", type=int, default=200,
+                   help="sockets held open during the hostile run, half of them sending half a "
+                        "request head (default 200)")
     p.add_argument("--out", help="write the JSON report here")
     args = p.parse_args(argv)
     if not 0.0 <= args.hostile < 1.0:
@@ -191,19 +200,56 @@ def hostile_uploads(max_upload_bytes: int) -> dict[str, bytes]:
             "over-size-limit": b"\0" * (max_upload_bytes + 1)}
 
 
+def hostile_v2_bodies(model: str, in_shape: list[int], max_upload_bytes: int
+                      ) -> dict[str, dict[str, Any]]:
+    """Open Inference Protocol requests that cost the server before round 2: JSON nested 1,000
+    deep (a RecursionError and a traceback) and ``[],[],...`` before a valid input (150 MiB of
+    lists per 10 MiB body). Values are httpx request arguments."""
+    count = 1
+    for d in in_shape:
+        count *= d
+    valid = json.dumps({"inputs": [{"name": "images", "shape": [1, *in_shape],
+                                    "datatype": "FP32", "data": [0.0] * count}]})
+    head, tail = b'{"junk": [', b"[]], " + valid[1:].encode()
+    size = min(max_upload_bytes, 10 * 2**20) - 1024
+    junk = head + b"[]," * max(0, (size - len(head) - len(tail)) // 3) + tail
+    deep = b'{"inputs": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    path = f"/v2/models/{model}/infer"
+    return {kind: {"path": path, "content": body,
+                   "headers": {"content-type": "application/json"}}
+            for kind, body in (("v2-deep-json", deep), ("v2-junk-json", junk))}
+
+
+def open_idle_connections(url: str, count: int) -> list[socket.socket]:
+    """``count`` sockets to the server that send nothing (even ones) or half a request head
+    (odd ones: slowloris)."""
+    host, port = url.removeprefix("http://").split(":")
+    sockets = []
+    for i in range(count):
+        try:
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            if i % 2:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        except OSError:
+            continue
+        sockets.append(sock)
+    return sockets
+
+
 async def load_test(url: str, endpoint: str, pngs: list[bytes], total: int, concurrency: int,
-                    timeout: float, offset: int = 0, hostile: dict[str, bytes] | None = None,
+                    timeout: float, offset: int = 0, hostile: dict[str, Any] | None = None,
                     fraction: float = 0.0) -> tuple[list[dict[str, Any]], float]:
     """``total`` requests, ``concurrency`` in flight; returns one record per request and the
-    wall time. With ``hostile``, a ``fraction`` of the requests (spread evenly) upload those,
-    in turn; each record's ``kind`` says which (``normal`` for the others)."""
+    wall time. With ``hostile``, a ``fraction`` of the requests (spread evenly) send those, in
+    turn (bytes: an upload to the endpoint; a dict: httpx arguments with a ``path``); each
+    record's ``kind`` says which (``normal`` for the others)."""
     import httpx
 
     records: list[dict[str, Any]] = []
     next_index = 0
     kinds = list(hostile or {})
 
-    def upload(i: int) -> tuple[str, bytes]:
+    def upload(i: int) -> tuple[str, Any]:
         # request i is hostile when the running count of hostile ones steps up at i
         if kinds and int((i + 1) * fraction) > int(i * fraction):
             kind = kinds[int(i * fraction) % len(kinds)]
@@ -220,8 +266,12 @@ async def load_test(url: str, endpoint: str, pngs: list[bytes], total: int, conc
             record: dict[str, Any] = {"status": None, "batch_size": None, "error": None,
                                       "kind": kind}
             try:
-                r = await client.post(f"{url}/v1/{endpoint}",
-                                      files={"file": (f"{kind}-{i}.png", png, "image/png")})
+                if isinstance(png, dict):
+                    r = await client.post(f"{url}{png['path']}", content=png["content"],
+                                          headers=png["headers"])
+                else:
+                    r = await client.post(f"{url}/v1/{endpoint}",
+                                          files={"file": (f"{kind}-{i}.png", png, "image/png")})
                 record["status"] = r.status_code
                 if "x-batch-size" in r.headers:
                     record["batch_size"] = int(r.headers["x-batch-size"])
@@ -281,6 +331,30 @@ def summarize(records: list[dict[str, Any]], wall: float, before: dict[str, Any]
         "batch_size_histogram": {str(k): v for k, v in sorted(hist.items()) if v},
         "first_errors": [r["error"] for r in records if r["error"]][:5],
     }
+
+
+async def sigterm_under_load(proc: subprocess.Popen, url: str, endpoint: str, pngs: list[bytes],
+                             concurrency: int, timeout: float) -> dict[str, Any]:
+    """SIGTERM while ``concurrency`` normal requests are in flight: the answers by status (or
+    the connection error's name) and the seconds until the server exited (None: it did not
+    within 30 s)."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        requests = [asyncio.ensure_future(client.post(
+            f"{url}/v1/{endpoint}", files={"file": (f"t{i}.png", pngs[i % len(pngs)])}))
+            for i in range(concurrency)]
+        await asyncio.sleep(0.05)
+        start = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        answers = await asyncio.gather(*requests, return_exceptions=True)
+        while proc.poll() is None and time.perf_counter() - start < 30:
+            await asyncio.sleep(0.05)
+    exited = round(time.perf_counter() - start, 2) if proc.poll() is not None else None
+    codes = Counter(str(a.status_code) if isinstance(a, httpx.Response) else type(a).__name__
+                    for a in answers)
+    return {"answers": dict(sorted(codes.items())), "exit_s": exited}
 
 
 def server_rss_mb(pid: int) -> float | None:
@@ -348,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             if warmup:
                 asyncio.run(load_test(url, endpoint, pngs, warmup, args.concurrency,
                                       args.timeout))
-            def run_once(hostile: dict[str, bytes] | None) -> dict[str, Any]:
+            def run_once(hostile: dict[str, Any] | None) -> dict[str, Any]:
                 before = httpx.get(f"{url}/v1/stats", timeout=30).json()[endpoint]
                 rss_before = server_rss_mb(proc.pid)
                 records, wall = asyncio.run(load_test(
@@ -361,10 +435,26 @@ def main(argv: list[str] | None = None) -> int:
 
             summary = run_once(None)
             hostile_summary = None
+            sigterm = None
             if args.hostile > 0:
-                uploads_bad = hostile_uploads(int(meta["max_upload_bytes"]))
-                hostile_summary = run_once(uploads_bad)
+                bad: dict[str, Any] = dict(hostile_uploads(int(meta["max_upload_bytes"])))
+                index = httpx.post(f"{url}/v2/repository/index", timeout=30).json()
+                v2_model = index[0]["name"]
+                v2_meta = httpx.get(f"{url}/v2/models/{v2_model}", timeout=30).json()
+                bad.update(hostile_v2_bodies(v2_model, v2_meta["inputs"][0]["shape"][1:],
+                                             int(meta["max_upload_bytes"])))
+                idle = open_idle_connections(url, args.idle_connections)
+                print(f"hostile run: {len(idle)} idle and slow connections open", flush=True)
+                try:
+                    hostile_summary = run_once(bad)
+                finally:
+                    for sock in idle:
+                        sock.close()
+                hostile_summary["idle_connections"] = len(idle)
             alive = httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+            if args.hostile > 0:
+                sigterm = asyncio.run(sigterm_under_load(proc, url, endpoint, pngs,
+                                                         args.concurrency, args.timeout))
         finally:
             proc.terminate()
             try:
@@ -398,8 +488,15 @@ def main(argv: list[str] | None = None) -> int:
                     if rss["before"] is not None else "n/a")
         print(f"hostile vs clean: normal p99 {p99_hostile} vs {p99_clean} ms "
               f"({ratio:.2f}x); server RSS {rss_text}; checks {checks}")
+        if sigterm is not None:
+            print(f"SIGTERM with {args.concurrency} requests in flight: answers "
+                  f"{sigterm['answers']}; exited after {sigterm['exit_s']} s")
+            checks["sigterm_answers_200_or_503"] = set(sigterm["answers"]) <= {"200", "503"}
+            checks["sigterm_exit_within_drain_plus_5s"] = (sigterm["exit_s"] is not None and
+                                                           sigterm["exit_s"] <= 10.0)
+            print(f"checks with SIGTERM: {checks}")
         report["hostile"] = {"fraction": args.hostile, **hostile_summary, "checks": checks,
-                             "p99_ratio": round(ratio, 3)}
+                             "p99_ratio": round(ratio, 3), "sigterm": sigterm}
         failed = failed or not all(checks.values())
     print(f"/healthz after the runs: {'ok' if alive else 'FAILED'}")
     if args.out:

@@ -448,7 +448,10 @@ def score(
 
 @app.command()
 def serve(
-    model: Path = MODEL_OPT,
+    model: list[str] = typer.Option(
+        ..., "--model", "-m",
+        help=MODEL_HELP + " Repeat for several models side by side, each under its name "
+        "(NAME=PATH names one; default: the artifact's own name, a checkpoint's file stem)."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: any free port)."),
     max_batch: int = typer.Option(16, "--max-batch", min=1,
@@ -462,19 +465,40 @@ def serve(
     request_timeout: float = typer.Option(
         30.0, "--request-timeout", help="Seconds a request may run before it gets a 504."),
     drain: float = typer.Option(
-        5.0, "--drain", help="Seconds running requests get to finish after SIGTERM."),
+        5.0, "--drain", help="Seconds running requests get to finish after SIGTERM; the rest "
+        "get a 503."),
+    max_connections: int = typer.Option(
+        1000, "--max-connections", min=1,
+        help="Most open connections (lowered to fit ulimit -n); at the cap the connection "
+        "idle longest is closed."),
+    header_timeout: float = typer.Option(
+        10.0, "--header-timeout",
+        help="Seconds a connection may stay open without a request running (a request head "
+        "must arrive within it)."),
+    keep_alive: float = typer.Option(
+        5.0, "--keep-alive", help="Seconds an idle kept-alive connection stays open."),
+    max_json_depth: int = typer.Option(
+        32, "--max-json-depth", min=1, help="Deepest nesting of a /v2 JSON body."),
+    max_json_elements: int | None = typer.Option(
+        None, "--max-json-elements", min=1,
+        help="Most values in a /v2 JSON body (default: twice the model's largest batch of "
+        "values, plus 4096)."),
     backend: str = BACKEND_OPT,
     device: str | None = DEVICE_OPT,
     provider: str | None = PROVIDER_OPT,
 ) -> None:
-    """Serve classify, restore and energy over HTTP, batching concurrent requests."""
+    """Serve classify, restore and energy over HTTP (one model or several), batching
+    concurrent requests."""
+    from enfold.runtime.connections import ConnectionLimits
     from enfold.runtime.server import serve as run_server
 
     model = _model_file(model)
     run_server(model, backend=backend, device=device, provider=provider, host=host, port=port,
                max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb,
                budget=_budget(max_pixels, max_aspect, max_tiles),
-               request_timeout_s=request_timeout, drain_s=drain)
+               request_timeout_s=request_timeout, drain_s=drain,
+               connections=ConnectionLimits(max_connections, header_timeout, keep_alive),
+               max_json_depth=max_json_depth, max_json_elements=max_json_elements)
 
 
 @app.command()

@@ -53,11 +53,13 @@ class MicroBatcher:
     One worker task takes the queue head, waits up to ``max_wait_ms`` after that item arrived
     for more rows (or until ``max_batch`` rows are queued), concatenates them and runs ``fn`` in
     a thread. Requests with more than ``max_batch`` rows are split into chunks that batch like
-    any other. An exception from ``fn`` is delivered to every request of that batch only.
+    any other. An exception from ``fn`` is delivered to every request of that batch only; one
+    from ``check`` (called on each request's own output rows) to that request only.
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], max_batch: int = 16,
-                 max_wait_ms: float = 5.0, name: str = "model") -> None:
+                 max_wait_ms: float = 5.0, name: str = "model",
+                 check: Callable[[torch.Tensor], None] | None = None) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_ms < 0:
@@ -66,6 +68,7 @@ class MicroBatcher:
         self.max_batch = int(max_batch)
         self.max_wait = float(max_wait_ms) / 1000.0
         self.name = name
+        self.check = check
         self.counters = _Counters()
         self._queue: deque[_Item] = deque()
         self._queued_rows = 0
@@ -193,6 +196,15 @@ class MicroBatcher:
         c.sizes[total] = c.sizes.get(total, 0) + 1
         start = 0
         for item, n in zip(items, sizes, strict=True):
-            if not item.future.done():
-                item.future.set_result((out[start:start + n], total))
+            rows = out[start:start + n]
             start += n
+            if item.future.done():
+                continue
+            try:
+                if self.check is not None:
+                    self.check(rows)
+            except Exception as exc:  # this request's rows only: its batch-mates are fine
+                log.error("%s: %s", self.name, exc)
+                item.future.set_exception(exc)
+                continue
+            item.future.set_result((rows, total))

@@ -18,6 +18,13 @@ So one client works against ``enfold serve`` and against Triton alike. Requests 
 a :class:`MicroBatcher` per model. A malformed request gets ``{"error": "..."}`` and a 400
 (404 for an unknown model), never a 500.
 
+Bounded work per request: a JSON body is scanned for its nesting depth and element count before
+it is parsed (:mod:`enfold.runtime.json_limits`; the limits fit the model's largest batch), and
+bodies are parsed a few at a time (the server's decode slots), so junk bodies cost neither
+memory nor a traceback. Input values must be images: pixels in [0, 1] (a restorer's noisy
+input in [-1, 2]) after the model's normalisation; an output with NaN or infinity is a 500 that
+says so, never a bare ``NaN`` in the JSON.
+
 Note: no ``from __future__ import annotations`` here: FastAPI reads the endpoint signatures.
 """
 
@@ -30,9 +37,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from enfold.errors import EnfoldError
+from enfold.errors import EnfoldError, LimitError
 from enfold.export.triton_repo import entry_name, model_config, output_dims
 from enfold.runtime.batching import MicroBatcher
+from enfold.runtime.json_limits import JsonLimits
+from enfold.runtime.outputs import NonFiniteOutputError, check_finite, strict_json
 from enfold.runtime.session import InferenceSession
 
 if TYPE_CHECKING:
@@ -43,6 +52,18 @@ HEADER_LENGTH = "inference-header-content-length"  # binary tensor extension
 # Triton's names for the data types; enfold models take and give FP32 only.
 DATATYPE = "FP32"
 TRITON_DATATYPE = {"TYPE_FP32": "FP32"}
+# Pixels (before normalisation) an input may hold: images lie in [0, 1]; a restorer's input is a
+# corrupted image, and Gaussian noise is added unclamped (enfold/corrupt/noise.py), so it may
+# stray outside by several sigma. Tolerance: float32 rounding of the client's normalisation.
+PIXEL_RANGE = {"restorer": (-1.0, 2.0)}
+IMAGE_RANGE = (0.0, 1.0)
+PIXEL_TOLERANCE = 1e-3
+# JSON limits: nesting (a request is about 8 deep: object, inputs, tensor, N, C, H, W) and
+# values beyond the largest batch's tensor (the request's own fields).
+MAX_JSON_DEPTH = 32
+JSON_SLACK = 4096
+# How a JSON limit is answered: too deep is malformed, too many values is too large.
+JSON_LIMIT_STATUS = {"max_depth": 400, "max_elements": 413, "max_containers": 413}
 
 
 class ProtocolError(Exception):
@@ -61,6 +82,19 @@ class OipModel:
     target: str
     config: dict[str, Any]  # Triton ModelConfig, JSON form
     batcher: MicroBatcher
+    json_limits: JsonLimits = JsonLimits()
+    mean: tuple[float, ...] = ()  # the input's normalisation, per channel
+    std: tuple[float, ...] = ()
+
+    @property
+    def pixel_range(self) -> tuple[float, float]:
+        return PIXEL_RANGE.get(self.target, IMAGE_RANGE)
+
+    def input_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel, the lowest and highest normalised input value allowed."""
+        lo, hi = self.pixel_range
+        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+        return (lo - PIXEL_TOLERANCE - mean) / std, (hi + PIXEL_TOLERANCE - mean) / std
 
     @property
     def max_batch(self) -> int:
@@ -85,9 +119,25 @@ class OipModel:
                 "inputs": [describe("input")], "outputs": [describe("output")]}
 
 
-def build_models(session: InferenceSession, max_batch: int,
-                 max_wait_ms: float) -> dict[str, OipModel]:
-    """An :class:`OipModel` (and its batcher) for every target ``session`` serves."""
+def json_limits_for(in_shape: list[int], max_batch: int, max_depth: int = MAX_JSON_DEPTH,
+                    max_elements: int | None = None) -> JsonLimits:
+    """JSON limits for a model taking ``in_shape`` (one image, no batch axis), ``max_batch``
+    images at most: by default its largest batch of values and :data:`JSON_SLACK` more; arrays
+    and objects at most one per row of the nested form (``numbers / width``) plus the slack."""
+    values = max(1, max_batch) * math.prod(in_shape)
+    elements = max_elements if max_elements is not None else 2 * values + JSON_SLACK
+    width = in_shape[-1] if in_shape else 1
+    containers = max(1, min(elements, elements // max(1, width) + JSON_SLACK))
+    return JsonLimits(max_depth=max_depth, max_elements=elements, max_containers=containers)
+
+
+def build_models(session: InferenceSession, max_batch: int, max_wait_ms: float,
+                 max_json_depth: int = MAX_JSON_DEPTH, max_json_elements: int | None = None,
+                 prefix: str | None = None) -> dict[str, OipModel]:
+    """An :class:`OipModel` (and its batcher) for every target ``session`` serves, with the
+    JSON limits of :func:`json_limits_for`. Each is named as its Triton entry (``classifier``,
+    ``restorer-k2``); with ``prefix`` (a server of several models) the model is named
+    ``prefix`` when it serves one target, ``prefix-ENTRY`` for each of several."""
     models = {}
     fmt = session.metadata.get("format", "checkpoint")
     for target in session.targets:
@@ -99,14 +149,26 @@ def build_models(session: InferenceSession, max_batch: int,
                              np.float32)
             dims = list(_run(session, target, probe).shape[1:])
         name = entry_name(meta)
+        if prefix is not None:
+            name = prefix if len(session.targets) == 1 else f"{prefix}-{name}"
         config = model_config(meta, dims, (1, max_batch, max_batch), fmt,
                               queue_delay_us=int(max_wait_ms * 1000), name=name)
 
         def run(x: torch.Tensor, target: str = target) -> torch.Tensor:
             return torch.from_numpy(_run(session, target, x.numpy()))
 
-        models[name] = OipModel(name, target, config,
-                                MicroBatcher(run, max_batch, max_wait_ms, name=f"v2/{name}"))
+        def check(rows: torch.Tensor, name: str = name) -> None:
+            check_finite(rows, name)
+
+        in_shape = list(config["input"][0]["dims"])
+        if int(config["max_batch_size"]) == 0:  # a fixed batch: its rows are in the dims
+            in_shape = in_shape[1:]
+        models[name] = OipModel(
+            name, target, config,
+            MicroBatcher(run, max_batch, max_wait_ms, name=f"v2/{name}", check=check),
+            json_limits_for(in_shape, max_batch, max_json_depth, max_json_elements),
+            *(tuple(float(v) for v in session.metadata[key][: session.in_chans])
+              for key in ("mean", "std")))
     return models
 
 
@@ -134,8 +196,12 @@ def parse_request(model: OipModel, body: bytes, header_length: str | None
                                 f"{len(body)}-byte body")
         body, binary = body[:n], body[n:]
     try:
+        model.json_limits.check(body)
+    except LimitError as exc:
+        raise ProtocolError(str(exc), JSON_LIMIT_STATUS[exc.limit]) from None
+    try:
         request = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, a 5000-digit integer
         raise ProtocolError(f"the request is not valid JSON: {exc}") from None
     if not isinstance(request, dict):
         raise ProtocolError("the request must be a JSON object with an 'inputs' list")
@@ -169,7 +235,32 @@ def parse_request(model: OipModel, body: bytes, header_length: str | None
         x = _json_array(tensor.get("data"), spec["name"], shape, count)
     if not np.isfinite(x).all():
         raise ProtocolError(f"input {spec['name']!r} holds NaN or infinite values")
+    check_range(model, x)
     return request, np.ascontiguousarray(x, dtype=np.float32), _binary_output(model, request)
+
+
+def check_range(model: OipModel, x: np.ndarray) -> None:
+    """ProtocolError unless every value of ``x`` is a pixel of the model's range once its
+    normalisation is undone (per channel; :data:`PIXEL_RANGE`)."""
+    if not model.mean:
+        return
+    channels = len(model.mean)
+    per_channel = np.moveaxis(x.reshape(-1, *x.shape[-3:]), 1, 0).reshape(channels, -1)
+    low, high = per_channel.min(axis=1), per_channel.max(axis=1)
+    lo, hi = model.input_bounds()
+    if (low >= lo).all() and (high <= hi).all():
+        return
+    c = int(np.argmax((low < lo) | (high > hi)))
+    plo, phi = model.pixel_range
+    ranges = [f"[{a + PIXEL_TOLERANCE / s:.4g}, {b - PIXEL_TOLERANCE / s:.4g}]"
+              for a, b, s in zip(lo, hi, model.std, strict=True)]
+    ranges_text = (f"values in {ranges[0]}" if len(set(ranges)) == 1 else
+                   "per channel values in " + ", ".join(ranges))
+    raise ProtocolError(
+        f"input {model.tensor('input')['name']!r} holds values outside the valid range: model "
+        f"{model.name!r} takes pixels in [{plo:g}, {phi:g}] normalised with mean "
+        f"{list(model.mean)} and std {list(model.std)}: {ranges_text}; channel {c} holds "
+        f"values from {low[c]:.4g} to {high[c]:.4g}")
 
 
 def check_shape(model: OipModel, shape: Any) -> list[int]:
@@ -242,26 +333,37 @@ def encode_response(model: OipModel, request: dict[str, Any], rows: np.ndarray,
                                 "outputs": [output]}
     if "id" in request:
         response["id"] = request["id"]
-    header = json.dumps(response).encode()
+    header = strict_json(response)
     if not binary:
         return header, {"content-type": "application/json"}
     return header + raw, {"content-type": "application/octet-stream",
                           "Inference-Header-Content-Length": str(len(header))}
 
 
+async def read_body(request: Any) -> bytes:
+    """The request's body (its size already bounded by the upload limit)."""
+    chunks = [chunk async for chunk in request.stream()]
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 # ----------------------------------------------------------------------------- the router
 
 
-def oip_router(session: InferenceSession, max_batch: int, max_wait_ms: float
-               ) -> tuple["APIRouter", list[MicroBatcher]]:
+def oip_router(session: InferenceSession, max_batch: int, max_wait_ms: float,
+               decode_slots: asyncio.Semaphore | None = None,
+               max_json_depth: int = MAX_JSON_DEPTH, max_json_elements: int | None = None,
+               prefix: str | None = None) -> tuple["APIRouter", list[MicroBatcher]]:
     """A FastAPI router speaking the protocol for ``session``, and the batchers to stop at
-    shutdown."""
+    shutdown. Request bodies are parsed while holding one of ``decode_slots`` (shared with the
+    server's image decoding: the memory of concurrent parses stays bounded)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from fastapi import APIRouter, Request
     from fastapi.responses import JSONResponse, Response
 
-    models = build_models(session, max_batch, max_wait_ms)
+    models = build_models(session, max_batch, max_wait_ms, max_json_depth, max_json_elements,
+                          prefix)
+    slots = decode_slots if decode_slots is not None else asyncio.Semaphore(2)
     router = APIRouter()
     try:
         server_version = version("enfold")
@@ -319,15 +421,19 @@ def oip_router(session: InferenceSession, max_batch: int, max_wait_ms: float
 
     async def _infer(request: Request, name: str, model_version: str | None = None) -> Any:
         model = find(name, model_version)
-        body = await request.body()
-        parsed, x, binary = await asyncio.to_thread(
-            parse_request, model, body, request.headers.get(HEADER_LENGTH))
+        body = await read_body(request)
+        async with slots:
+            parsed, x, binary = await asyncio.to_thread(
+                parse_request, model, body, request.headers.get(HEADER_LENGTH))
+        del body  # not cached on the request (as Request.body() would): freed while it runs
         try:
             out = await model.batcher.submit(torch.from_numpy(x))
+            content, headers = await asyncio.to_thread(encode_response, model, parsed,
+                                                       out.rows.numpy(), binary)
+        except NonFiniteOutputError as exc:
+            return error(str(exc), 500)
         except Exception as exc:  # the model failed on a well-formed request: a server error
             return error(f"model {name!r} failed: {type(exc).__name__}: {exc}", 500)
-        content, headers = await asyncio.to_thread(encode_response, model, parsed,
-                                                   out.rows.numpy(), binary)
         headers["X-Batch-Size"] = str(out.batch_size)
         return Response(content, headers=headers)
 
@@ -360,10 +466,17 @@ def oip_router(session: InferenceSession, max_batch: int, max_wait_ms: float
     async def repository_index() -> list[dict[str, str]]:
         return [{"name": name, "version": VERSION, "state": "READY"} for name in sorted(models)]
 
+    @router.get("/v2/models")
+    async def list_models() -> dict[str, list[dict[str, Any]]]:
+        """Every served model's metadata (an extension: the protocol lists them only through
+        the repository index)."""
+        return {"models": [models[name].metadata() for name in sorted(models)]}
+
     # registered last: any other /v2 path gets the protocol's error form, not FastAPI's
     @router.api_route("/v2/{path:path}", methods=["GET", "POST"])
     async def unknown(request: Request, path: str) -> JSONResponse:
         hint = " (infer takes POST)" if path.endswith("/infer") else ""
         return error(f"unknown endpoint {request.method} /v2/{path}{hint}", 404)
 
+    router.models = models  # type: ignore[attr-defined]  # name -> OipModel, for listings
     return router, [m.batcher for m in models.values()]

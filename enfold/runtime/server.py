@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +27,23 @@ import torch
 from enfold.errors import EnfoldError, LimitError
 from enfold.runtime.batching import MicroBatcher
 from enfold.runtime.budget import DEFAULT_BUDGET, WorkBudget
+from enfold.runtime.connections import (
+    AmbiguousFraming,
+    ConnectionLimits,
+    fit_file_limit,
+    listen_again,
+    protocol_class,
+    quiet_accept_errors,
+)
 from enfold.runtime.guard import RequestGuard
 from enfold.runtime.images import decode_image, decode_view, encode_png
-from enfold.runtime.oip import oip_router
+from enfold.runtime.oip import MAX_JSON_DEPTH, oip_router
+from enfold.runtime.outputs import NonFiniteOutputError, check_finite
 from enfold.runtime.page import page_router
+from enfold.runtime.repository import ModelRepository
+from enfold.runtime.repository_app import RepositoryApp
 from enfold.runtime.restore import assemble, corrupt_tiles, task_corruption
-from enfold.runtime.session import TARGET_METHODS, InferenceSession, load
+from enfold.runtime.session import TARGET_METHODS, InferenceSession
 from enfold.runtime.upload_limit import UploadLimit, too_large_message
 
 if TYPE_CHECKING:
@@ -102,12 +113,20 @@ def _finish_restore(img: torch.Tensor, corrupted: torch.Tensor, restored: torch.
 
 def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: float = 5.0,
                max_upload_bytes: int = 10 * 2**20, budget: WorkBudget = DEFAULT_BUDGET,
-               request_timeout_s: float | None = None) -> "FastAPI":
+               request_timeout_s: float | None = None, max_json_depth: int = MAX_JSON_DEPTH,
+               max_json_elements: int | None = None,
+               connections: ConnectionLimits | None = None, name: str | None = None
+               ) -> "FastAPI":
     """The FastAPI app serving ``session``: one :class:`MicroBatcher` per served target.
 
     Every upload is checked against ``budget`` from its header before it is decoded (413 or
     422 naming the limit); a request still running after ``request_timeout_s`` gets a 504 and
-    one whose client disconnected is cancelled (:class:`RequestGuard`).
+    one whose client disconnected is cancelled (:class:`RequestGuard`). Open Inference Protocol
+    bodies are checked against ``max_json_depth`` and ``max_json_elements`` (default: the
+    model's largest batch) before they are parsed. An output with NaN or infinity is a 500 that
+    says so. ``connections`` (applied by :func:`serve`) is only reported in the metadata.
+    ``name``: the model's name in a server of several (its Open Inference Protocol models are
+    named after it, :func:`enfold.runtime.oip.build_models`).
     """
     fastapi = _import_fastapi()
     from contextlib import asynccontextmanager
@@ -117,13 +136,19 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
 
     if max_upload_bytes < 1:
         raise EnfoldError(f"the upload limit must be positive, got {max_upload_bytes} bytes")
+    def finite(target: str) -> Any:
+        return lambda rows: check_finite(rows, target)
+
     batchers = {endpoint: MicroBatcher(getattr(session, TARGET_METHODS[target]), max_batch,
-                                       max_wait_ms, name=endpoint)
+                                       max_wait_ms, name=endpoint, check=finite(target))
                 for endpoint, target in ENDPOINT_TARGETS.items() if target in session.targets}
     meta = session.metadata
     size = session.img_size
+    # Images decoded and JSON bodies parsed at once, /v1 and /v2 together: bounds their memory.
+    decode_slots = asyncio.Semaphore(DECODE_SLOTS)
     # the Open Inference Protocol (/v2/...) beside the endpoints below: runtime/oip.py
-    oip, oip_batchers = oip_router(session, max_batch, max_wait_ms)
+    oip, oip_batchers = oip_router(session, max_batch, max_wait_ms, decode_slots,
+                                   max_json_depth, max_json_elements, prefix=name)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -135,9 +160,16 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
                           description=f"enfold serve: {session.describe()}")
     app.include_router(oip)
     app.include_router(page_router())  # GET /: a page to try the model (runtime/page.py)
+    app.state.oip_models = oip.models  # type: ignore[attr-defined]
+    app.state.endpoints = list(batchers)
     app.add_middleware(UploadLimit, max_upload_bytes=max_upload_bytes)
-    app.add_middleware(RequestGuard, timeout_s=request_timeout_s)  # outermost: wraps the rest
-    decode_slots = asyncio.Semaphore(DECODE_SLOTS)
+    app.add_middleware(RequestGuard, timeout_s=request_timeout_s)  # wraps the rest
+    app.add_middleware(AmbiguousFraming)  # outermost: refused before anything reads the body
+
+    @app.exception_handler(NonFiniteOutputError)
+    async def non_finite(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": str(exc)}, status_code=500)
 
     @app.exception_handler(Exception)
     async def internal_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -195,7 +227,13 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
                 "max_upload_bytes": max_upload_bytes,
                 "limits": {"max_pixels": budget.max_pixels, "max_aspect": budget.max_aspect,
                            "max_tiles": budget.max_tiles, "decode_slots": DECODE_SLOTS,
-                           "request_timeout_s": request_timeout_s}}
+                           "request_timeout_s": request_timeout_s,
+                           "max_json_depth": max_json_depth,
+                           "max_json_elements": max_json_elements,
+                           **({"max_connections": connections.max_connections,
+                               "header_timeout_s": connections.header_timeout_s,
+                               "keep_alive_s": connections.keep_alive_s}
+                              if connections is not None else {})}}
 
     @app.get("/v1/stats")
     async def stats() -> dict[str, Any]:
@@ -249,6 +287,25 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
     return app
 
 
+def create_repository_app(repo: ModelRepository, **app_options: Any) -> RepositoryApp:
+    """One :func:`create_app` per model of ``repo`` (each with ``app_options``: limits,
+    batching; each its own batchers) behind a :class:`RepositoryApp`. With one model its
+    protocol models keep their own names; with several each is named after its model."""
+    several = len(repo) > 1
+    apps: dict[str, Any] = {}
+    oip_names: dict[str, str] = {}
+    for model in repo:
+        app = create_app(model.session, name=model.name if several else None, **app_options)
+        apps[model.name] = app
+        for oip in app.state.oip_models:
+            if oip in oip_names:  # a model named like another's NAME-ENTRY
+                raise EnfoldError(f"models {oip_names[oip]!r} and {model.name!r} both give an "
+                                  f"Open Inference Protocol model {oip!r}: rename one "
+                                  "(--model NAME=PATH)")
+            oip_names[oip] = model.name
+    return RepositoryApp(repo, apps, oip_names)
+
+
 # ----------------------------------------------------------------------------- serve
 
 
@@ -264,18 +321,25 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(model: str | Path, backend: str = "auto", device: str | None = None,
+def serve(model: str | Path | Sequence[str | Path], backend: str = "auto",
+          device: str | None = None,
           provider: str | None = None, host: str = "127.0.0.1", port: int = 8000,
           max_batch: int = 16, max_wait_ms: float = 5.0, max_upload_mb: float = 10.0,
           budget: WorkBudget = DEFAULT_BUDGET, request_timeout_s: float | None = 30.0,
-          drain_s: float = 5.0) -> None:
-    """Load ``model`` and serve it over HTTP until interrupted (Ctrl-C or SIGTERM).
+          drain_s: float = 5.0, connections: ConnectionLimits = ConnectionLimits(),
+          max_json_depth: int = MAX_JSON_DEPTH, max_json_elements: int | None = None) -> None:
+    """Load ``model`` (a path, ``NAME=PATH``, or a list of them: several models side by side,
+    :mod:`enfold.runtime.repository_app`) and serve it over HTTP until interrupted (Ctrl-C or
+    SIGTERM). Every model gets its own batchers and the limits below.
 
     ``max_batch`` images per model call at most, gathered for up to ``max_wait_ms`` after the
     first waiting request; uploads above ``max_upload_mb`` MiB are refused with 413, images over
-    ``budget`` with 413/422, requests running longer than ``request_timeout_s`` with 504. On
-    SIGTERM the server stops accepting, lets running requests finish for up to ``drain_s``
-    seconds, cancels the rest and exits.
+    ``budget`` with 413/422, requests running longer than ``request_timeout_s`` with 504, JSON
+    bodies over ``max_json_depth`` / ``max_json_elements`` with 400/413. ``connections``: at
+    most ``max_connections`` open (lowered to fit the process's file limit), each closed when it
+    has no request running for ``header_timeout_s`` seconds (:mod:`enfold.runtime.connections`).
+    On SIGTERM the server stops accepting, lets running requests finish for up to ``drain_s``
+    seconds, answers the rest 503 and exits.
     """
     _import_fastapi()
     try:
@@ -296,19 +360,53 @@ def serve(model: str | Path, backend: str = "auto", device: str | None = None,
         raise EnfoldError(f"--drain must be 0 or more seconds, got {drain_s}")
     if not 0 <= port <= 65535:
         raise EnfoldError(f"--port must be between 0 and 65535, got {port}")
-    session = load(model, backend=backend, device=device, provider=provider)
-    app = create_app(session, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                     max_upload_bytes=max(1, int(max_upload_mb * 2**20)), budget=budget,
-                     request_timeout_s=request_timeout_s)
+    if max_json_depth < 1:
+        raise EnfoldError(f"--max-json-depth must be at least 1, got {max_json_depth}")
+    if max_json_elements is not None and max_json_elements < 1:
+        raise EnfoldError(f"--max-json-elements must be at least 1, got {max_json_elements}")
+    specs = [model] if isinstance(model, (str, Path)) else list(model)
+    repo = ModelRepository.from_specs(specs, backend=backend, device=device, provider=provider)
+    cap, backlog = fit_file_limit(connections.max_connections)
+    if cap < connections.max_connections:
+        print(f"enfold serve: at most {cap} connections (not {connections.max_connections}): "
+              "the process's file limit (ulimit -n) leaves room for no more", flush=True)
+        connections = ConnectionLimits(cap, connections.header_timeout_s,
+                                       connections.keep_alive_s)
+    app = AmbiguousFraming(create_repository_app(  # its own listings are refused alike
+        repo, max_batch=max_batch, max_wait_ms=max_wait_ms,
+        max_upload_bytes=max(1, int(max_upload_mb * 2**20)), budget=budget,
+        request_timeout_s=request_timeout_s, max_json_depth=max_json_depth,
+        max_json_elements=max_json_elements, connections=connections))
     sock = _listen(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    endpoints = ", ".join(f"/v1/{e}" for e, t in ENDPOINT_TARGETS.items()
-                          if t in session.targets)
-    print(f"enfold serve: {session.describe()} from {model} at http://{shown}:{bound} "
-          f"({endpoints}; Open Inference Protocol at /v2; batches of up to {max_batch}, "
-          f"{max_wait_ms:g} ms wait)", flush=True)
+    for served in repo:
+        session = served.session
+        where = "/v1" if len(repo) == 1 else f"/v1/models/{served.name}"
+        endpoints = ", ".join(f"{where}/{e}" for e, t in ENDPOINT_TARGETS.items()
+                              if t in session.targets)
+        print(f"enfold serve: {session.describe()} from {served.path} at http://{shown}:{bound} "
+              f"as {served.name!r} ({endpoints}; Open Inference Protocol at /v2; batches of up "
+              f"to {max_batch}, {max_wait_ms:g} ms wait)", flush=True)
     # timeout_graceful_shutdown: uvicorn's default waits for every running request, forever
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=bound, log_level="warning",
-                                           timeout_graceful_shutdown=drain_s))
-    server.run(sockets=[sock])
+    config = uvicorn.Config(app, host=host, port=bound, log_level="warning",
+                            timeout_graceful_shutdown=drain_s, http=protocol_class(connections),
+                            timeout_keep_alive=connections.keep_alive_s,  # type: ignore[arg-type]
+                            backlog=backlog)
+    _uvicorn_server()(config).run(sockets=[sock])
+
+
+def _uvicorn_server() -> type:
+    """uvicorn.Server with :func:`quiet_accept_errors` (made on first use: uvicorn is lazy)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server with one warning line, not a traceback, when accept runs out of
+        files (asyncio retries it a second later), and a long listen queue."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            asyncio.get_running_loop().set_exception_handler(quiet_accept_errors)
+            await super().startup(sockets=sockets)
+            listen_again(sockets or [])
+
+    return Server
