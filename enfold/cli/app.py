@@ -325,6 +325,28 @@ def _model_file(model: Path) -> Path:
     return resolve(model)
 
 
+def _serve_specs(models: list[str], all_models: bool) -> list[str]:
+    """serve's --model values as ``NAME=PATH`` where a shipped model's name was given (so it
+    is served under that name), plus every shipped model with --all."""
+    from enfold.runtime.repository import split_spec
+    from enfold.zoo import list_models
+
+    if not models and not all_models:
+        raise EnfoldError("pass --model (an artifact or a shipped model's name; repeatable) or "
+                          "--all to serve every shipped model (enfold models lists them)")
+    specs = []
+    for spec in models:
+        name, path = split_spec(spec)
+        if name is None and not path.exists():  # a shipped model's name
+            name = str(path)
+        specs.append(f"{name}={_model_file(path)}" if name else str(path))
+    if all_models:
+        specs += [f"{m.name}={m.artifact}" for m in list_models()]
+        if not specs:
+            raise EnfoldError("--all: no models ship with this install yet; pass --model")
+    return specs
+
+
 def _restore_model(model: Path | None, task: str | None) -> tuple[Path, str | None]:
     """restore's --model and --task: without --model, the shipped model of --task, which then
     restores its own corruption (sr4 is the sr corruption at x4)."""
@@ -449,9 +471,12 @@ def score(
 @app.command()
 def serve(
     model: list[str] = typer.Option(
-        ..., "--model", "-m",
+        [], "--model", "-m",
         help=MODEL_HELP + " Repeat for several models side by side, each under its name "
-        "(NAME=PATH names one; default: the artifact's own name, a checkpoint's file stem)."),
+        "(NAME=PATH names one; default: a shipped model's name, the artifact's own name, a "
+        "checkpoint's file stem)."),
+    all_models: bool = typer.Option(
+        False, "--all", help="Serve every shipped model (enfold models) under its name."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: any free port)."),
     max_batch: int = typer.Option(16, "--max-batch", min=1,
@@ -492,8 +517,8 @@ def serve(
     from enfold.runtime.connections import ConnectionLimits
     from enfold.runtime.server import serve as run_server
 
-    model = _model_file(model)
-    run_server(model, backend=backend, device=device, provider=provider, host=host, port=port,
+    specs = _serve_specs(model, all_models)
+    run_server(specs, backend=backend, device=device, provider=provider, host=host, port=port,
                max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb,
                budget=_budget(max_pixels, max_aspect, max_tiles),
                request_timeout_s=request_timeout, drain_s=drain,
