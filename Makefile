@@ -68,15 +68,15 @@ browser:  ## install headless chromium and chromedriver (needs apt and root; oth
 demo: setup  ## pretrain, fine-tune and evaluate on the embedded digits -> runs/demo/
 	$(BIN)/enfold pretrain --config configs/pretrain/digits-tiny.yaml --out runs/demo/pretrain
 	$(BIN)/enfold visualize --checkpoint runs/demo/pretrain/checkpoint-last.pt --task mask \
-		--out runs/demo/pretrain/mask.png
+		--out runs/demo/pretrain/mask.png --overwrite
 	$(BIN)/enfold finetune --config configs/finetune/digits-tiny.yaml --no-compile \
 		--max-steps 150 --pretrained runs/demo/pretrain/checkpoint-last.pt --out runs/demo/finetune
 	$(BIN)/enfold evaluate --checkpoint runs/demo/finetune/checkpoint-last.pt \
-		--out runs/demo/evaluate
+		--out runs/demo/evaluate --overwrite
 	$(BIN)/enfold export --checkpoint runs/demo/finetune/checkpoint-last.pt \
-		--target classifier --format onnx --out runs/demo/export
+		--target classifier --format onnx --out runs/demo/export --overwrite
 	$(BIN)/enfold export --checkpoint runs/demo/pretrain/checkpoint-last.pt \
-		--target restorer --steps 2 --format onnx --out runs/demo/export
+		--target restorer --steps 2 --format onnx --out runs/demo/export --overwrite
 
 RESTORERS := noise sr sr4 mask gray shuffle
 # noise ships with its energy averaged over 4 patch grids (measured +0.32 dB, fewer block seams;
@@ -87,7 +87,7 @@ restorers: setup data  ## train the shipped restorers and export each to ONNX ->
 	@for t in $(RESTORERS); do \
 		$(BIN)/enfold pretrain --config configs/pretrain/restore-$$t.yaml --out runs/restore/$$t \
 		&& $(BIN)/enfold export --checkpoint runs/restore/$$t/checkpoint-last.pt \
-			--target restorer --format onnx --out exports/restorers/$$t \
+			--target restorer --format onnx --out exports/restorers/$$t --overwrite \
 			$$(case $$t in noise) echo --grid-shifts $(GRID_SHIFTS_noise);; esac) || exit 1; \
 	done
 

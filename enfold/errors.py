@@ -44,4 +44,9 @@ class NonFiniteWeightsError(EnfoldError):
 
 
 class NonFiniteOutputError(EnfoldError):
-    """The model produced NaN or infinite values for an input; no answer is given for it."""
+    """The model produced NaN or infinite values; no answer is given. ``rows``: the positions
+    in the batch whose outputs were not finite."""
+
+    def __init__(self, message: str, rows: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.rows = rows or []

@@ -16,12 +16,14 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from enfold.artifact.ort import ORT_PROVIDERS, import_onnxruntime, make_session
 from enfold.artifact.targets import torch_target
 from enfold.artifact.tensorrt_engine import TensorRTRunner
-from enfold.errors import EnfoldError
+from enfold.errors import EnfoldError, NonFiniteWeightsError
+from enfold.pipeline.checkpoint import check_finite_weights
 
 
 class Backend(ABC):
@@ -88,6 +90,7 @@ class TorchScriptBackend(Backend):
                 why = " ".join(str(exc).split())[:300] or type(exc).__name__
                 raise EnfoldError(f"{path} is not a TorchScript module ({why}); export it "
                                   "again (enfold export ... --format torchscript)") from exc
+        check_finite_weights(self.module.state_dict(), str(path))
         self.device = device
         self.fixed_batch = meta.get("fixed_batch")
 
@@ -106,6 +109,7 @@ class OnnxRuntimeBackend(Backend):
         if provider not in ORT_PROVIDERS:
             raise EnfoldError(f"unknown onnxruntime provider {provider!r}; use one of "
                               f"{', '.join(ORT_PROVIDERS)}")
+        check_onnx_initializers(path)
         self.session = make_session(path, provider)  # raises rather than falling back to CPU
         self.input_name = self.session.get_inputs()[0].name
         self.device = "cpu" if provider == "cpu" else "cuda"
@@ -120,6 +124,30 @@ class OnnxRuntimeBackend(Backend):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: x.detach().cpu().float().numpy()})[0]
         return torch.from_numpy(out).float()
+
+
+def check_onnx_initializers(path: Path) -> None:
+    """Refuse an ONNX model whose stored weights hold NaN or infinity, once at load (one pass
+    over the initializers). Without the ``onnx`` package (only needed to export) the outputs are
+    still checked on every call by the session."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        return
+    try:
+        model = onnx.load(str(path))
+    except Exception:  # onnxruntime reports a damaged file in its own words
+        return
+    bad = []
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad.append(init.name)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise NonFiniteWeightsError(f"{path} holds NaN or infinite weights ({shown}); it cannot "
+                                    "give answers: export it again from a good checkpoint")
 
 
 class TensorRTBackend(Backend):

@@ -30,7 +30,7 @@ from enfold.artifact.runners import (
 from enfold.artifact.sidecar import check_agrees, read_sidecar, sidecar_path, verify_artifact
 from enfold.artifact.targets import CHECKPOINT_TARGETS
 from enfold.artifact.tensorrt_engine import import_tensorrt, require_gpu
-from enfold.errors import EnfoldError
+from enfold.errors import EnfoldError, NonFiniteOutputError
 from enfold.pipeline.checkpoint import file_sha256
 
 EXPORT_HINT = "enfold export --checkpoint CKPT --target {target} --format {fmt} --out {out}"
@@ -163,7 +163,15 @@ class InferenceSession:
             if n < lo:
                 part = np.concatenate([part, np.repeat(part[-1:], lo - n, axis=0)])
             outs.append(runner(torch.from_numpy(part)).numpy()[:n])
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+        out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+        finite = np.isfinite(out.reshape(out.shape[0], -1)).all(axis=1)
+        if not finite.all():
+            raise NonFiniteOutputError(
+                f"the model produced NaN/Inf for {int((~finite).sum())} of {len(finite)} "
+                f"input(s) (the {target}); no answer is given: its weights or numerics are "
+                "broken (an fp16 overflow, a damaged artifact), not the image",
+                rows=[int(i) for i in np.flatnonzero(~finite)])
+        return out
 
 
 def _like(out: np.ndarray, like: Array) -> Array:

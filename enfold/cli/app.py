@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -38,6 +40,21 @@ def _load(config: Path | None, overrides: list[str], max_steps: int | None, no_c
     return load_config(config, extra)
 
 
+@contextmanager
+def _interrupted_run(out: Path) -> Iterator[None]:
+    """Ctrl-C during training: say what is left to resume from, exit 130. (Typer turns a
+    KeyboardInterrupt that leaves the command into a silent exit 130, so it is caught here.)"""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            last = out / "checkpoint-last.pt"
+            what = (f"{last} is intact: rerun the same command to resume" if last.is_file() else
+                    "no checkpoint was written yet: a rerun starts from the beginning")
+            typer.secho(f"interrupted; {what}", err=True)
+        raise typer.Exit(130) from None
+
+
 @app.command()
 def pretrain(
     config: Path = typer.Option(..., "--config", "-c", help="YAML config (see configs/pretrain)."),
@@ -53,7 +70,8 @@ def pretrain(
 
     check_out_dir(out)
     cfg = _load(config, set_, max_steps, no_compile)
-    path = run_pretrain(cfg, out, resume=resume)
+    with _interrupted_run(out):
+        path = run_pretrain(cfg, out, resume=resume)
     if os.environ.get("RANK", "0") == "0":  # one line per job, not per torchrun process
         typer.echo(f"done: {path}")
 
@@ -77,7 +95,8 @@ def finetune(
     check_out_dir(out)
     extra = [*set_, *([f"finetune.mode={mode}"] if mode else [])]
     cfg = _load(config, extra, max_steps, no_compile)
-    result = run_finetune(cfg, out, pretrained=pretrained, resume=resume)
+    with _interrupted_run(out):
+        result = run_finetune(cfg, out, pretrained=pretrained, resume=resume)
     if os.environ.get("RANK", "0") != "0":
         return
     if isinstance(result, dict):

@@ -138,23 +138,133 @@ def _block_mean(arr: np.ndarray, factor: int) -> np.ndarray:
     return arr.reshape(h, factor, w, factor, arr.shape[2]).mean(axis=(1, 3))
 
 
+# EXIF orientation (tag 0x0112) -> the transpose that shows the image upright
+_ORIENT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+           6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
+TRUNCATED = "truncated or corrupt image data"
+
+
+def _orientation(img: Any) -> int:
+    """The EXIF orientation (1..8; 1: stored upright), read from the header alone (Pillow's
+    ``getexif`` may decode a PNG's pixels to find its EXIF chunk)."""
+    from PIL import Image
+
+    try:
+        if img.format == "TIFF":
+            value = img.tag_v2.get(0x0112, 1)
+        elif "exif" in img.info:
+            exif = Image.Exif()
+            exif.load(img.info["exif"])
+            value = exif.get(0x0112, 1)
+        else:
+            return 1
+    except Exception:  # a damaged EXIF block: the pixels are still the pixels
+        return 1
+    return value if isinstance(value, int) and value in _ORIENT else 1
+
+
+def _upright(img: Any, orientation: int) -> Any:
+    """``img`` turned as its EXIF orientation says, so the model sees what viewers show."""
+    from PIL import Image
+
+    if orientation not in _ORIENT:
+        return img
+    return img.transpose(getattr(Image.Transpose, _ORIENT[orientation]))
+
+
+def _jpeg_frame(f: Any) -> int | None:
+    """The start-of-frame marker of a JPEG stream (``0xC0`` .. ``0xCF``), walking the header's
+    segments; ``None`` when it cannot be found."""
+    f.seek(0)
+    if f.read(2) != b"\xff\xd8":
+        return None
+    for _ in range(10_000):
+        head = f.read(2)
+        if len(head) < 2 or head[0] != 0xFF:
+            return None
+        marker = head[1]
+        if marker == 0xFF:  # fill byte
+            f.seek(-1, 1)
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length field
+            continue
+        size = f.read(2)
+        if len(size) < 2:
+            return None
+        f.seek(int.from_bytes(size, "big") - 2, 1)
+    return None
+
+
+def _check_jpeg_length(img: Any, source: Source, size: tuple[int, int], name: str) -> None:
+    """Refuse a JPEG whose file is too short to hold the blocks its header claims.
+
+    libjpeg fills the blocks missing after an early end-of-image marker with flat gray and only
+    warns, which Pillow does not report: a 3 KB file claiming 8000 x 8000 pixels would decode to
+    one flat colour. Every Huffman-coded block costs at least 2 bits (1 in a progressive file's
+    first DC scan), so fewer bits than that in the whole file cannot be a complete image.
+    Arithmetic-coded files (rare) are not bounded this way and are left to the decoder.
+    """
+    layers = getattr(img, "layer", None)
+    if not layers:
+        return
+    try:
+        handle = io.BytesIO(source) if isinstance(source, bytes) else Path(source).open("rb")
+    except OSError:
+        return
+    with handle:
+        marker = _jpeg_frame(handle)
+        length = handle.seek(0, io.SEEK_END)
+    if marker is None or marker in (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+        return
+    width, height = size
+
+    def ceil_div(a: int, b: int) -> int:
+        return -(-a // b)
+
+    def count(hs: list[int], vs: list[int]) -> int:
+        return sum(ceil_div(ceil_div(width * h, max(hs)), 8) *
+                   ceil_div(ceil_div(height * v, max(vs)), 8) for h, v in zip(hs, vs, strict=True))
+
+    first = [int(layer[1]) or 1 for layer in layers]
+    second = [int(layer[2]) or 1 for layer in layers]
+    # the fewer blocks of either reading of the sampling factors: a bound that holds either way
+    blocks = min(count(first, second), count(second, first))
+    least_bits = blocks * (1 if marker in (0xC2, 0xC6) else 2)
+    if length * 8 < least_bits:
+        raise EnfoldError(f"{name}: {TRUNCATED} (its header claims {width}x{height} pixels, "
+                          f"which need at least {least_bits // 8:,} bytes; the file has "
+                          f"{length:,}); the file is damaged or was cut short")
+
+
 def _decode(source: Source, in_chans: int, name: str, min_side: int,
             check: SizeCheck | None, reduce: bool = True) -> np.ndarray:
     """``(H, W, C)`` pixels: uint8 for 8-bit images, float32 in [0, 1] for deeper ones.
 
     ``reduce=False`` keeps the reduced decode to JPEG's own DCT scaling."""
-    from PIL import Image
+    from PIL import Image, ImageFile
 
     if in_chans not in (1, 3):
         raise EnfoldError(f"images are decoded to 1 or 3 channels, not {in_chans}")
+    # Truncated data is an error here even if something else in this process told Pillow to
+    # accept it (it would decode the missing part as flat gray)
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     with _open(source, name) as img:
         try:
+            orientation = _orientation(img)
+            full_size = img.size
             if min_side > 0 and img.format == "JPEG":  # DCT scaling: decode 1/2 .. 1/8 size
                 img.draft(img.mode, (min_side, min_side))
-            if check is not None:
-                check(img.width, img.height)  # before a single pixel is decoded
+            if check is not None:  # before a single pixel is decoded, upright
+                turned = orientation in (5, 6, 7, 8)
+                check(*((img.height, img.width) if turned else (img.width, img.height)))
+            if img.format == "JPEG":
+                _check_jpeg_length(img, source, full_size, name)
             factor = min(img.width, img.height) // min_side if min_side > 0 and reduce else 1
             if img.mode in _HIGH_DEPTH:
+                img.load()
+                img = _upright(img, orientation)
                 arr = _high_depth(img, name)[:, :, None]
                 if factor >= 2:
                     arr = _block_mean(arr, factor)
@@ -164,9 +274,16 @@ def _decode(source: Source, in_chans: int, name: str, min_side: int,
             img = img.convert("L" if in_chans == 1 else "RGB")
             if factor >= 2:
                 img = img.reduce(factor)
+            img = _upright(img, orientation)
             arr = np.array(img, dtype=np.uint8)  # a copy: torch wants writable memory
         except (EnfoldError, MemoryError):
             raise
+        except OSError as exc:
+            if "truncated" not in str(exc):
+                raise EnfoldError(f"{name} is not a readable image ({type(exc).__name__}: "
+                                  f"{exc}); {FORMAT_HINT}") from exc
+            raise EnfoldError(f"{name}: {TRUNCATED} ({exc}); the file is damaged or was cut "
+                              "short") from exc
         except Image.DecompressionBombError as exc:
             raise LimitError(f"{name} is above Pillow's decompression-bomb limit ({exc})",
                              "max_pixels") from exc

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from enfold.errors import EnfoldError
+from enfold.errors import EnfoldError, NonFiniteWeightsError
 
 LAST = "checkpoint-last.pt"
 
@@ -74,7 +74,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                           "file; use a checkpoint-last.pt written by enfold)") from exc
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise EnfoldError(f"{path} is not an enfold checkpoint (no 'model' and 'config' entries)")
+    check_finite_weights(payload["model"], str(path))
     return payload
+
+
+def check_finite_weights(state: Any, where: str) -> None:
+    """Refuse weights holding NaN or infinity: such a model answers every input with NaN (a
+    black image, "nan" scores), so loading it is an error that names the tensors."""
+    if not isinstance(state, dict):
+        return
+    bad = [name for name, t in state.items() if isinstance(t, torch.Tensor)
+           and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise NonFiniteWeightsError(
+            f"{where} holds NaN or infinite weights ({shown}); it cannot give answers: use an "
+            "earlier checkpoint (a run stops before a non-finite update) or train again")
 
 
 def file_sha256(path: str | Path) -> str:
