@@ -386,7 +386,7 @@ def _coerce(tp: Any, value: Any, dotted: str) -> Any:
 # Integer keys that size an allocation or a loop, with the range they may take: a value past the
 # upper bound is a typo or an attack (data.batch_size: 1e10 asked for terabytes), refused with
 # the key named instead of a MemoryError deep inside PyTorch.
-INT_RANGES: dict[str, tuple[int, int]] = {
+INT_RANGES: dict[str, tuple[int | None, int]] = {
     "model.img_size": (1, 4096),
     "model.patch_size": (1, 1024),
     "model.in_chans": (1, 3),
@@ -394,8 +394,9 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "model.embed_dim": (1, 16384),
     "model.num_heads": (1, 256),
     "model.steps": (1, 1000),
-    "model.fill_holes": (0, 100_000),
-    "model.fill_biharmonic": (0, 100_000),
+    # None: the lower bound is checked where the key is used, with its own message
+    "model.fill_holes": (None, 100_000),
+    "model.fill_biharmonic": (None, 100_000),
     "data.batch_size": (1, 65_536),
     "data.num_workers": (0, 1024),
     "data.crops_per_epoch": (1, 100_000_000),
@@ -423,9 +424,13 @@ MAX_TOKENS = 16_384  # (img_size / patch_size)^2: attention memory grows with it
 def _in_range(value: int, dotted: str) -> int:
     """``value`` if ``dotted`` has no range or it lies inside; else a one-line error."""
     bounds = INT_RANGES.get(dotted)
-    if bounds is not None and not bounds[0] <= value <= bounds[1]:
-        raise ConfigError(f"'{dotted}' must be between {bounds[0]:,} and {bounds[1]:,}, got "
-                          f"{value:,}")
+    if bounds is None:
+        return value
+    lo, hi = bounds
+    if lo is None and value > hi:
+        raise ConfigError(f"'{dotted}' must be at most {hi:,}, got {value:,}")
+    if lo is not None and not lo <= value <= hi:
+        raise ConfigError(f"'{dotted}' must be between {lo:,} and {hi:,}, got {value:,}")
     return value
 
 
