@@ -472,7 +472,7 @@ def before_after(session, photo: str, cfg: Config, seed: int, path: Path) -> dic
     from enfold.runtime.restore import restore_image
 
     img = load_collection_photo(photo, cfg.data.photo_short_side).float() / 255
-    result = restore_image(session, img, task="noise", seed=seed)
+    result = restore_image(session, img, task="noise", seed=seed, simulate=True)
     psnr = result.psnr()
     plt = plt_module()
     panels = [(result.degraded, f"noisy, sigma {cfg.corrupt.noise.sigma:g}: "
