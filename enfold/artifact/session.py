@@ -173,8 +173,9 @@ class InferenceSession:
                    else np.asarray(value))
             arr = arr.astype(np.float32)
             if name == "sigma":
-                arr = np.broadcast_to(arr.reshape(-1), (batch,)) if arr.size in (1, batch) \
-                    else arr
+                if arr.size == 1:  # one level for every image
+                    arr = np.full((batch,), float(arr.reshape(-1)[0]), np.float32)
+                arr = arr.reshape(-1) if arr.size == batch else arr
                 if arr.shape != (batch,) or not (np.isfinite(arr).all() and (arr > 0).all()):
                     raise EnfoldError(f"sigma must be one positive noise level or one per image "
                                       f"({batch}), got shape {tuple(arr.shape)}")
@@ -182,7 +183,7 @@ class InferenceSession:
                 want = (batch, 1, self.img_size, self.img_size)
                 if arr.shape != want:
                     raise EnfoldError(f"mask must have shape {want}, got {tuple(arr.shape)}")
-            out.append(np.ascontiguousarray(arr))
+            out.append(np.array(arr, dtype=np.float32, order="C"))  # a writable copy
         return out
 
     def _run(self, target: str, x: np.ndarray, extras: list[np.ndarray] | None = None

@@ -32,8 +32,10 @@ def export_onnx(spec: ExportSpec, path: Path, precision: str = "fp32") -> Path:
         program = torch.onnx.export(
             spec.module, (x, *extra_examples(extra, x)), dynamo=True, opset_version=OPSET,
             input_names=[INPUT_NAME, *extra], output_names=[OUTPUT_NAMES[spec.target]],
-            dynamic_shapes=({0: batch}, *({0: batch} for _ in extra)) if extra
-            else {"x": {0: batch}}, verbose=False,
+            # forward(x, *extra): the extra inputs arrive as one tuple argument
+            dynamic_shapes={"x": {0: batch},
+                            **({"extra": tuple({0: batch} for _ in extra)} if extra else {})},
+            verbose=False,
         )
     except Exception as exc:  # the exporter raises many types; say what failed and where
         raise EnfoldError(f"ONNX export of the {spec.target} failed: {exc}") from exc
