@@ -29,15 +29,6 @@ MAX_TILES = 1024
 OPTION = {"max_pixels": "--max-pixels", "max_aspect": "--max-aspect", "max_tiles": "--max-tiles"}
 
 
-def fitted_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """The size an image is restored at: shorter side enlarged to ``size`` when below it (as
-    :func:`enfold.runtime.restore.fit_min_side` does)."""
-    if min(height, width) >= size:
-        return height, width
-    scale = size / min(height, width)
-    return max(size, round(height * scale)), max(size, round(width * scale))
-
-
 def tile_count(height: int, width: int, size: int) -> int:
     """Model-sized tiles a restoration of a ``height`` x ``width`` image runs (half-tile
     stride, :func:`enfold.runtime.blend.blend_tiles`)."""
