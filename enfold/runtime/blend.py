@@ -121,7 +121,8 @@ def blend_tiles(img: torch.Tensor, size: int, run: TileRunner, stride: int | Non
         if progress is not None:
             progress(min(start + batch, len(corners)), len(corners))
     assert out is not None  # at least one tile always runs
-    return (out / total)[:, :h, :w]
+    del padded
+    return out.div_(total)[:, :h, :w]  # in place: one full-size buffer fewer
 
 
 def blend_tile_count(height: int, width: int, size: int, stride: int | None = None,
