@@ -322,8 +322,8 @@ def restore(
         False, "--simulate", help="Inputs are clean: corrupt them with --task first (seeded by "
                                   "--seed), restore, and report PSNR."),
     degraded: bool = typer.Option(False, "--degraded", hidden=True,
-                                  help="Accepted for old scripts: inputs are degraded by "
-                                       "default now."),
+                                  help="Accepted and ignored, for old scripts: inputs are "
+                                       "degraded by default now."),
     seed: int = typer.Option(0, min=0, help="Seed of the --simulate corruption."),
     keep_known: bool = typer.Option(
         True, help="Keep the pixels known exactly (outside the holes of a mask) instead of "
@@ -340,9 +340,6 @@ def restore(
     from enfold.runtime.commands import restore_files
     from enfold.runtime.images import list_images
 
-    if degraded and simulate:
-        raise EnfoldError("--degraded and --simulate contradict each other: inputs are "
-                          "degraded by default; pass --simulate alone to corrupt clean ones")
     check_out_dir(out)
     budget = _budget(max_pixels, max_aspect, max_tiles)
     files = list_images(images)

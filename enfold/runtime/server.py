@@ -222,11 +222,8 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
                       mask: UploadFile | None = File(None), simulate: bool = Form(False),
                       seed: int = Form(0, ge=0, le=MAX_SEED), keep_known: bool = Form(True),
                       degraded: bool = Form(False)) -> Response:
-        # ``degraded`` is accepted for old clients: uploads are taken as degraded by default
+        # ``degraded`` is accepted and ignored, for old clients: uploads are degraded by default
         batcher = batcher_for("restore")
-        if degraded and simulate:
-            raise HTTPException(422, "degraded=true and simulate=true contradict each other: "
-                                     "uploads are degraded by default")
         if not task and not meta.get("task"):
             raise HTTPException(422, "this artifact names no default task: pass the form "
                                      "field 'task'")
