@@ -402,9 +402,17 @@ def export_onnx(ckpt: Path, out_dir: Path, grid_shifts: int = 1) -> Path:
 
 def restore_session(session, corrupted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """enfold's answer through an ``enfold.runtime`` session (e.g. ONNX Runtime)."""
-    restored = torch.cat([torch.as_tensor(session.restore(corrupted[i:i + CHUNK].contiguous()))
-                          for i in range(0, corrupted.shape[0], CHUNK)])
-    return as_runtime(corrupted, restored, weight)
+    inputs = session.restorer_inputs  # a noise level and/or the hole mask, as restore_torch
+    outs = []
+    for i in range(0, corrupted.shape[0], CHUNK):
+        extra = {}
+        if "sigma" in inputs:
+            extra["sigma"] = task_config("noise").corrupt.noise.sigma
+        if "mask" in inputs:
+            extra["mask"] = weight[i:i + CHUNK].float().contiguous()
+        outs.append(torch.as_tensor(session.restore(corrupted[i:i + CHUNK].contiguous(),
+                                                    **extra)))
+    return as_runtime(corrupted, torch.cat(outs), weight)
 
 
 # ----------------------------------------------------------------------------- pictures
@@ -472,7 +480,7 @@ def before_after(session, photo: str, cfg: Config, seed: int, path: Path) -> dic
     from enfold.runtime.restore import restore_image
 
     img = load_collection_photo(photo, cfg.data.photo_short_side).float() / 255
-    result = restore_image(session, img, task="noise", seed=seed)
+    result = restore_image(session, img, task="noise", seed=seed, simulate=True)
     psnr = result.psnr()
     plt = plt_module()
     panels = [(result.degraded, f"noisy, sigma {cfg.corrupt.noise.sigma:g}: "

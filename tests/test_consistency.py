@@ -131,8 +131,8 @@ def test_biharmonic_flow_continues_slopes_that_the_harmonic_fill_flattens(tmp_pa
     _, model = _tiny(["model.consistency=true", "corrupt.tasks=[mask]", "model.fill_holes=4",
                       "model.fill_biharmonic=8", "model.img_size=32"])
     x = _norm(_corrupt("mask", clean, ratio=0.5, patch_size=4)[0])
-    with torch.no_grad():
-        traced = unrolled_restorer(model, 1)(x)
+    with torch.no_grad():  # the exported graph takes the hole mask as its second input
+        traced = unrolled_restorer(model, 1)(x, model.consistency.find_holes(x))
     torch.testing.assert_close(traced, model.restore(x, 1).detach(), atol=1e-4, rtol=0)
     with pytest.raises(ConfigError, match="fill_biharmonic needs model.consistency"):
         _tiny(["model.fill_biharmonic=8", "corrupt.tasks=[mask]"])

@@ -188,15 +188,21 @@ def test_noise_level_input_is_for_noise_restorers_only():
         make("corrupt.tasks=[mask]", "model.noise_level_input=true")
 
 
-def test_a_noise_level_restorer_is_refused_by_export_and_runtime_with_the_way_out(tmp_path):
+def test_a_noise_level_restorer_target_takes_sigma_as_its_second_input(tmp_path):
     from enfold.artifact.targets import torch_target
-    from enfold.errors import EnfoldError
     from enfold.pipeline.trainer import write_checkpoint
 
     cfg = load_config(None, [*SMALL, *NOISE_LEVEL])
     path = tmp_path / "noise-level.pt"
-    write_checkpoint(path, stage="pretrain", step=1,
-                     model_state=build_energy_model(cfg).state_dict(), cfg=cfg)
+    model = build_energy_model(cfg)
+    write_checkpoint(path, stage="pretrain", step=1, model_state=model.state_dict(), cfg=cfg)
     assert torch_target(path, "energy").target == "energy"  # the energy exports as is
-    with pytest.raises(EnfoldError, match="sigma=|noise level as a second input"):
-        torch_target(path, "restorer")
+    target = torch_target(path, "restorer")
+    assert target.metadata["restorer_inputs"] == ["sigma"]
+    assert target.metadata["noise_ref"] == pytest.approx(model.noise_ref)
+    x = torch.randn(2, 3, 8, 8)
+    sigma = torch.tensor([0.05, 0.2])
+    with torch.no_grad():
+        got = target.module(x, sigma)
+    want = target.model.restore(x, sigma=sigma).detach()
+    torch.testing.assert_close(got, want)

@@ -39,8 +39,9 @@ class Backend(ABC):
     embedded: dict[str, Any] | None = None
 
     @abstractmethod
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` normalised float32 -> the target's output, on the CPU."""
+    def __call__(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` normalised float32 (and a restorer's other inputs, in the order of
+        its ``restorer_inputs``) -> the target's output, on the CPU."""
 
     def describe(self) -> str:
         """e.g. ``onnxruntime (cpu, CPUExecutionProvider)``."""
@@ -66,9 +67,10 @@ class TorchBackend(Backend):
         self.device = device
         self.embedded = self.spec.metadata
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():  # the restorer's input gradient comes from torch.func.grad inside
-            return self.module(x.to(self.device)).float().cpu()
+            return self.module(x.to(self.device),
+                               *(e.to(self.device) for e in extra)).float().cpu()
 
 
 class TorchScriptBackend(Backend):
@@ -94,9 +96,10 @@ class TorchScriptBackend(Backend):
         self.device = device
         self.fixed_batch = meta.get("fixed_batch")
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.module(x.to(self.device)).float().cpu()
+            return self.module(x.to(self.device),
+                               *(e.to(self.device) for e in extra)).float().cpu()
 
 
 class OnnxRuntimeBackend(Backend):
@@ -111,7 +114,7 @@ class OnnxRuntimeBackend(Backend):
                               f"{', '.join(ORT_PROVIDERS)}")
         check_onnx_initializers(path)
         self.session = make_session(path, provider)  # raises rather than falling back to CPU
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = [i.name for i in self.session.get_inputs()]
         self.device = "cpu" if provider == "cpu" else "cuda"
         self.detail = self.session.get_providers()[0]
         props = self.session.get_modelmeta().custom_metadata_map  # JSON-encoded by the export
@@ -121,8 +124,10 @@ class OnnxRuntimeBackend(Backend):
             raise EnfoldError(f"{path} carries metadata that is not JSON ({exc}); export it "
                               "again (enfold export ... --format onnx)") from exc
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: x.detach().cpu().float().numpy()})[0]
+    def __call__(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        feed = {name: t.detach().cpu().float().numpy()
+                for name, t in zip(self.input_names, (x, *extra), strict=True)}
+        out = self.session.run(None, feed)[0]
         return torch.from_numpy(out).float()
 
 
@@ -161,5 +166,5 @@ class TensorRTBackend(Backend):
         lo, _, hi = meta.get("batch_profile", [1, 1, 1])
         self.batch_range = (int(lo), int(hi))
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.runner(x).float().cpu()
+    def __call__(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        return self.runner(x, *extra).float().cpu()

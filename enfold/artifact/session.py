@@ -70,11 +70,20 @@ class InferenceSession:
         return list(names)
 
     # -- the API
-    def raw(self, target: str, images: Array) -> np.ndarray:
+    @property
+    def restorer_inputs(self) -> list[str]:
+        """The restorer's inputs besides the images: ``"sigma"`` (the noise level of a
+        noise-level restorer, ``(B,)`` pixels) and/or ``"mask"`` (``(B, 1, H, W)``, 1 in the
+        holes, for a mask restorer); empty for the others."""
+        return list(self.metadata.get("restorer_inputs") or [])
+
+    def raw(self, target: str, images: Array, **extra: Any) -> np.ndarray:
         """The runner's own output for pixel ``images`` (logits, the restored image in the
         normalised space, energies, features), through the same normalisation and batching as
-        every other call; validation compares this with PyTorch."""
-        return self._run(target, self._check(images))
+        every other call; validation compares this with PyTorch. ``extra``: the restorer's
+        other inputs (:attr:`restorer_inputs`), fed as they are."""
+        x = self._check(images)
+        return self._run(target, x, self._extras(target, x.shape[0], extra))
 
     def classify(self, images: Array) -> Array:
         """Class probabilities ``(B, num_classes)`` (softmax of the logits)."""
@@ -82,9 +91,15 @@ class InferenceSession:
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return _like(shifted / shifted.sum(axis=1, keepdims=True), images)
 
-    def restore(self, images: Array) -> Array:
-        """Restored pixels ``(B, C, H, W)`` in [0, 1]: K steps down the energy."""
-        out = self.raw("restorer", images)
+    def restore(self, images: Array, sigma: Array | float | None = None,
+                mask: Array | None = None) -> Array:
+        """Restored pixels ``(B, C, H, W)`` in [0, 1]: K steps down the energy.
+
+        ``sigma``: the noise level in pixel units (a number or one per image) that a
+        noise-level restorer needs; ``mask``: ``(B, 1, H, W)``, 1 where pixels are missing, for
+        a mask restorer that takes one (see :attr:`restorer_inputs`)."""
+        extra = {k: v for k, v in (("sigma", sigma), ("mask", mask)) if v is not None}
+        out = self.raw("restorer", images, **extra)
         return _like(np.clip(out * self._std + self._mean, 0.0, 1.0), images)
 
     def energy(self, images: Array) -> Array:
@@ -140,7 +155,39 @@ class InferenceSession:
                               f"B >= 1, got {tuple(x.shape)}{hint}")
         return np.ascontiguousarray((x - self._mean) / self._std, dtype=np.float32)
 
-    def _run(self, target: str, x: np.ndarray) -> np.ndarray:
+    def _extras(self, target: str, batch: int, extra: dict[str, Any]) -> list[np.ndarray]:
+        """The restorer's other inputs in the artifact's order, checked, as float32 arrays."""
+        wanted = self.restorer_inputs if target == "restorer" else []
+        unknown = sorted(set(extra) - set(wanted))
+        if unknown:
+            raise EnfoldError(f"this {target} takes no {' or '.join(unknown)} input"
+                              + (f" (it takes {', '.join(wanted)})" if wanted else ""))
+        out = []
+        for name in wanted:
+            if name not in extra:
+                hint = ("the noise level sigma, in pixel units (e.g. sigma=0.05)"
+                        if name == "sigma" else "the hole mask (B, 1, H, W), 1 where missing")
+                raise EnfoldError(f"this restorer needs {hint}: restore(images, {name}=...)")
+            value = extra[name]
+            arr = (value.detach().cpu().numpy() if isinstance(value, torch.Tensor)
+                   else np.asarray(value))
+            arr = arr.astype(np.float32)
+            if name == "sigma":
+                if arr.size == 1:  # one level for every image
+                    arr = np.full((batch,), float(arr.reshape(-1)[0]), np.float32)
+                arr = arr.reshape(-1) if arr.size == batch else arr
+                if arr.shape != (batch,) or not (np.isfinite(arr).all() and (arr > 0).all()):
+                    raise EnfoldError(f"sigma must be one positive noise level or one per image "
+                                      f"({batch}), got shape {tuple(arr.shape)}")
+            else:
+                want = (batch, 1, self.img_size, self.img_size)
+                if arr.shape != want:
+                    raise EnfoldError(f"mask must have shape {want}, got {tuple(arr.shape)}")
+            out.append(np.array(arr, dtype=np.float32, order="C"))  # a writable copy
+        return out
+
+    def _run(self, target: str, x: np.ndarray, extras: list[np.ndarray] | None = None
+             ) -> np.ndarray:
         runner = self.runners.get(target)
         if runner is None:
             raise EnfoldError(
@@ -158,11 +205,11 @@ class InferenceSession:
             lo, chunk = 1, x.shape[0]
         outs = []
         for start in range(0, x.shape[0], chunk):
-            part = x[start:start + chunk]
-            n = part.shape[0]
+            parts = [a[start:start + chunk] for a in [x, *(extras or [])]]
+            n = parts[0].shape[0]
             if n < lo:
-                part = np.concatenate([part, np.repeat(part[-1:], lo - n, axis=0)])
-            outs.append(runner(torch.from_numpy(part)).numpy()[:n])
+                parts = [np.concatenate([p, np.repeat(p[-1:], lo - n, axis=0)]) for p in parts]
+            outs.append(runner(*(torch.from_numpy(p) for p in parts)).numpy()[:n])
         out = outs[0] if len(outs) == 1 else np.concatenate(outs)
         finite = np.isfinite(out.reshape(out.shape[0], -1)).all(axis=1)
         if not finite.all():

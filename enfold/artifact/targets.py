@@ -39,8 +39,8 @@ class TargetModule(nn.Module):
             self.owner = owner.eval().requires_grad_(False)
         self.eval()  # exporters check the wrapper's own mode too
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        return self.fn(x, *extra)
 
 
 @dataclass
@@ -106,11 +106,6 @@ def torch_target(checkpoint: str | Path, target: str, steps: int | None = None,
     meta["grid_shifts"] = model.grid_shifts
     if target == "energy":
         return TorchTarget(target, TargetModule(model.energy, model), model, size, chans, meta)
-    if model.noise_level_input:
-        raise EnfoldError(f"{checkpoint} is a noise-level restorer (model.noise_level_input): "
-                          "its steps need the noise level as a second input, which exported "
-                          "graphs and the runtime do not take; restore with EnergyViT.restore("
-                          "x, sigma=...) in Python, or train without model.noise_level_input")
     steps = steps or model.num_steps
     if steps < 1:
         raise EnfoldError(f"--steps must be at least 1, got {steps}")
@@ -119,8 +114,28 @@ def torch_target(checkpoint: str | Path, target: str, steps: int | None = None,
         raise EnfoldError(f"--task {task!r}: this model was trained on {cfg.corrupt.tasks}")
     meta.update(steps=steps, trained_steps=model.num_steps, task=task,
                 step_sizes=[float(a) for a in model.step_sizes(steps).detach()])
+    inputs = restorer_inputs(model)
+    if inputs:
+        meta["restorer_inputs"] = inputs
+    if model.noise_level_input:
+        meta["noise_ref"] = float(model.noise_ref)
 
-    def restore(x: torch.Tensor) -> torch.Tensor:
-        return model.restore(x, steps)
+    def restore(x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        given = dict(zip(inputs, extra, strict=True))
+        return model.restore_steps(x, steps, weight=given.get("mask"),
+                                   sigma=given.get("sigma"))[-1]
 
     return TorchTarget(target, TargetModule(restore, model), model, size, chans, meta)
+
+
+def restorer_inputs(model: nn.Module) -> list[str]:
+    """A restorer's inputs besides the images: ``"sigma"`` ((B,) noise level in pixels) for a
+    noise-level restorer (``model.noise_level_input``), ``"mask"`` ((B, 1, H, W), 1 in the
+    holes) for a mask restorer that keeps the visible pixels (``model.consistency``), so holes
+    of any shape are known exactly."""
+    inputs = []
+    if getattr(model, "noise_level_input", False):
+        inputs.append("sigma")
+    if getattr(getattr(model, "consistency", None), "task", None) == "mask":
+        inputs.append("mask")
+    return inputs

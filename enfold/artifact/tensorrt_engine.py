@@ -47,17 +47,23 @@ class TensorRTRunner:
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         mode = trt.TensorIOMode.INPUT
-        self.input = next(n for n in names if self.engine.get_tensor_mode(n) == mode)
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == mode]
         self.output = next(n for n in names if self.engine.get_tensor_mode(n) != mode)
         self.stream = torch.cuda.Stream()
 
-    def __call__(self, x):
+    def __call__(self, x, *extra):
+        """Run on ``x`` and the engine's other inputs (a restorer's sigma or mask), in the
+        engine's input order."""
         torch = self.torch
-        x = x.to("cuda", torch.float32).contiguous()
-        self.context.set_input_shape(self.input, tuple(x.shape))
+        feeds = [t.to("cuda", torch.float32).contiguous() for t in (x, *extra)]
+        if len(feeds) != len(self.inputs):
+            raise EnfoldError(f"this engine takes {len(self.inputs)} inputs "
+                              f"({', '.join(self.inputs)}), got {len(feeds)}")
+        for name, t in zip(self.inputs, feeds, strict=True):
+            self.context.set_input_shape(name, tuple(t.shape))
+            self.context.set_tensor_address(name, t.data_ptr())
         out = torch.empty(tuple(self.context.get_tensor_shape(self.output)), device="cuda",
                           dtype=torch.float32)
-        self.context.set_tensor_address(self.input, x.data_ptr())
         self.context.set_tensor_address(self.output, out.data_ptr())
         with torch.cuda.stream(self.stream):
             if not self.context.execute_async_v3(self.stream.cuda_stream):

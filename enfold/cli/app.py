@@ -315,7 +315,7 @@ MAX_PIXELS_OPT = typer.Option(20_000_000, "--max-pixels", min=1,
                               help="Most pixels an image may decode to.")
 MAX_ASPECT_OPT = typer.Option(20.0, "--max-aspect", min=1.0,
                               help="Largest ratio of an image's longer to shorter side.")
-MAX_TILES_OPT = typer.Option(256, "--max-tiles", min=1,
+MAX_TILES_OPT = typer.Option(1024, "--max-tiles", min=1,
                              help="Most model-sized tiles one restoration may run.")
 
 
@@ -421,6 +421,33 @@ def predict(
     _finish(errors)
 
 
+# `enfold restore` runs on the user's own files, so its limits fit camera photos (a 50 MP
+# image at 8-pixel tiles); `enfold serve` keeps the stricter defaults above for uploads.
+RESTORE_MAX_PIXELS_OPT = typer.Option(50_000_000, "--max-pixels", min=1,
+                                      help="Most pixels an image may decode to.")
+RESTORE_MAX_TILES_OPT = typer.Option(4_000_000, "--max-tiles", min=1,
+                                     help="Most model-sized tiles one restoration may run.")
+
+
+def _tile_bar(path: Path):
+    """A tqdm bar of the tiles restored, for images of more than a few batches."""
+    state: dict = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in state:
+            from tqdm import tqdm
+
+            state["bar"] = (tqdm(total=total, desc=path.name, unit="tile", leave=False,
+                                 dynamic_ncols=True) if total > 256 else None)
+        bar = state["bar"]
+        if bar is not None:
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+
+    return update
+
+
 @app.command()
 def restore(
     images: list[Path] = IMAGES_ARG,
@@ -428,23 +455,39 @@ def restore(
         None, "--model", "-m", help=MODEL_HELP + " Default: the shipped model of --task."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the PNGs."),
     task: str | None = typer.Option(
-        None, help="mask | shuffle | sr | noise | gray (default: the artifact's task)."),
-    degraded: bool = typer.Option(False, "--degraded",
-                                  help="Inputs are already degraded: restore them as they are."),
-    seed: int = typer.Option(0, min=0, help="Seed of the corruption."),
+        None, help="mask | shuffle | sr | noise | gray: what the photos suffer from "
+                   "(default: the restorer's task)."),
+    sigma: float | None = typer.Option(
+        None, "--sigma", help="noise: the noise level in pixel units in (0, 1) (0.05 is 13 of "
+                              "255), for noise-level restorers; estimated from each image when "
+                              "not given."),
+    scale: int | None = typer.Option(
+        None, "--scale", help="sr: the inputs are low-resolution; write them 2 or 4 times "
+                              "larger (must be the restorer's factor)."),
+    mask: Path | None = typer.Option(
+        None, "--mask", help="mask: an image of the inputs' size, white where pixels are "
+                             "missing (any shape)."),
+    simulate: bool = typer.Option(
+        False, "--simulate", help="Inputs are clean: corrupt them with --task first (seeded by "
+                                  "--seed), restore, and report PSNR."),
+    degraded: bool = typer.Option(False, "--degraded", hidden=True,
+                                  help="Accepted and ignored, for old scripts: inputs are "
+                                       "degraded by default now."),
+    seed: int = typer.Option(0, min=0, help="Seed of the --simulate corruption."),
     keep_known: bool = typer.Option(
-        True, help="Keep the pixels the corruption left untouched (e.g. outside masked "
-                   "patches) instead of the model's version of them."),
+        True, help="Keep the pixels known exactly (outside the holes of a mask) instead of "
+                   "the model's version of them."),
     backend: str = BACKEND_OPT,
     device: str | None = DEVICE_OPT,
     provider: str | None = PROVIDER_OPT,
-    max_pixels: int = MAX_PIXELS_OPT,
+    max_pixels: int = RESTORE_MAX_PIXELS_OPT,
     max_aspect: float = MAX_ASPECT_OPT,
-    max_tiles: int = MAX_TILES_OPT,
+    max_tiles: int = RESTORE_MAX_TILES_OPT,
     overwrite: bool = OVERWRITE_OPT,
 ) -> None:
-    """Corrupt (unless --degraded) and restore images; write restored PNGs and panels (never
-    over an input: names are made unique; never over other files without --overwrite)."""
+    """Restore degraded photos at full resolution (overlapping tiles, blended without seams);
+    write restored PNGs and panels (never over an input: names are made unique; never over
+    other files without --overwrite)."""
     from enfold.output_files import refuse_existing
     from enfold.runtime.commands import restore_files, restore_outputs
     from enfold.runtime.images import list_images
@@ -455,12 +498,14 @@ def restore(
     model, task = _restore_model(model, task)
     refuse_existing(restore_outputs(files, out), overwrite)  # before the model loads
     session = _session(model, backend, device, provider)
-    results, errors = restore_files(session, files, out, task, seed, degraded, keep_known,
-                                    budget, overwrite=overwrite)
+    results, errors = restore_files(session, files, out, task, seed, simulate, keep_known,
+                                    budget, sigma=sigma, scale=scale, mask=mask,
+                                    progress=_tile_bar, overwrite=overwrite)
     for r in results:
         psnr = (f"  PSNR on the {r['task']} region: input {r['psnr_input']:.2f} dB -> restored "
                 f"{r['psnr_restored']:.2f} dB" if "psnr_input" in r else "")
-        typer.echo(f"{r['file']} -> {r['restored']}{psnr}")
+        noise = (f"  sigma {r['sigma']:.4f} ({r['sigma_source']})" if "sigma" in r else "")
+        typer.echo(f"{r['file']} -> {r['restored']}{noise}{psnr}")
     typer.echo(f"wrote {out / 'restore.json'}")
     _finish(errors)
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch._decomp import core_aten_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from enfold.artifact.targets import TargetModule, torch_target
+from enfold.artifact.targets import TargetModule, restorer_inputs, torch_target
 from enfold.errors import EnfoldError
 
 
@@ -44,8 +44,18 @@ def trace_batch(avoid: set[int]) -> int:
     raise EnfoldError("could not find a batch size distinct from the model's dimensions")
 
 
+def extra_examples(inputs: list[str], x: torch.Tensor) -> list[torch.Tensor]:
+    """Example tensors for a restorer's other inputs at ``x``'s batch: sigma ``(B,)`` and the
+    hole mask ``(B, 1, H, W)``."""
+    b, _, h, w = x.shape
+    shapes = {"sigma": (b,), "mask": (b, 1, h, w)}
+    return [torch.full(shapes[name], 0.1 if name == "sigma" else 0.0) for name in inputs]
+
+
 def unrolled_restorer(model, steps: int) -> nn.Module:
-    """Trace ``model.restore(x, steps)`` into one flat graph of aten ops with a free batch."""
+    """Trace ``model.restore(x, steps)`` into one flat graph of aten ops with a free batch;
+    a noise-level restorer takes sigma ``(B,)`` and a mask restorer the hole mask
+    ``(B, 1, H, W)`` as further inputs (:func:`enfold.artifact.targets.restorer_inputs`)."""
     model = model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -56,12 +66,16 @@ def unrolled_restorer(model, steps: int) -> nn.Module:
     for block in vit.blocks:
         avoid |= {block.attn.num_heads, block.attn.head_dim, block.mlp.fc1.out_features}
     x = torch.zeros(trace_batch(avoid), model.in_chans, model.img_size, model.img_size)
+    inputs = restorer_inputs(model)
 
-    def restore(x: torch.Tensor) -> torch.Tensor:
-        return model.restore(x, steps)
+    def restore(x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        given = dict(zip(inputs, extra, strict=True))
+        return model.restore_steps(x, steps, weight=given.get("mask"),
+                                   sigma=given.get("sigma"))[-1]
 
     graph = make_fx(restore, decomposition_table=core_aten_decompositions(),
-                    tracing_mode="symbolic", _allow_non_fake_inputs=True)(x)
+                    tracing_mode="symbolic", _allow_non_fake_inputs=True)(
+                        x, *extra_examples(inputs, x))
     return TargetModule(follow_input_device(graph))
 
 

@@ -111,7 +111,9 @@ def _io(meta: dict[str, Any]) -> str:
     out = {"classifier": f"logits (B, {len(meta.get('class_names') or [])})",
            "encoder": "features (B, D)", "energy": "energy (B,)",
            "restorer": f"restored (B, {c}, {s}, {s})"}[meta["target"]]
-    return f"images (B, {c}, {s}, {s}) -> {out}"
+    extra = {"sigma": ", sigma (B,)", "mask": f", mask (B, 1, {s}, {s})"}
+    inputs = "".join(extra[name] for name in meta.get("restorer_inputs") or [])
+    return f"images (B, {c}, {s}, {s}){inputs} -> {out}"
 
 
 def _checkpoint_section(ckpt: str, exports: list[tuple[Path, dict[str, Any]]]) -> list[str]:

@@ -10,7 +10,7 @@ import torch
 
 from enfold.artifact.sidecar import write_sidecar
 from enfold.errors import EnfoldError
-from enfold.export.graphs import ExportSpec, trace_batch
+from enfold.export.graphs import ExportSpec, extra_examples, trace_batch
 
 OPSET = 18
 OUTPUT_NAMES = {"classifier": "logits", "encoder": "features", "energy": "energy",
@@ -26,11 +26,16 @@ def export_onnx(spec: ExportSpec, path: Path, precision: str = "fp32") -> Path:
     """Write ``spec`` as an ONNX model with a dynamic batch; fp16 keeps I/O and norms in fp32."""
     x = torch.zeros(trace_batch({spec.in_chans, spec.img_size}), spec.in_chans, spec.img_size,
                     spec.img_size)
+    extra = list(spec.metadata.get("restorer_inputs") or [])  # sigma, mask: restorers only
+    batch = torch.export.Dim("batch")
     try:
         program = torch.onnx.export(
-            spec.module, (x,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAMES[spec.target]],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, verbose=False,
+            spec.module, (x, *extra_examples(extra, x)), dynamo=True, opset_version=OPSET,
+            input_names=[INPUT_NAME, *extra], output_names=[OUTPUT_NAMES[spec.target]],
+            # forward(x, *extra): the extra inputs arrive as one tuple argument
+            dynamic_shapes={"x": {0: batch},
+                            **({"extra": tuple({0: batch} for _ in extra)} if extra else {})},
+            verbose=False,
         )
     except Exception as exc:  # the exporter raises many types; say what failed and where
         raise EnfoldError(f"ONNX export of the {spec.target} failed: {exc}") from exc

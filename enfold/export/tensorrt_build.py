@@ -49,9 +49,11 @@ def build_engine(onnx_path: Path, engine_path: Path, batch: tuple[int, int, int]
         cache = config.create_timing_cache(data)
         config.set_timing_cache(cache, ignore_mismatch=False)
     profile = builder.create_optimization_profile()
-    name = network.get_input(0).name
     lo, opt, hi = batch
-    profile.set_shape(name, (lo, *input_shape), (opt, *input_shape), (hi, *input_shape))
+    for i in range(network.num_inputs):  # the images, and a restorer's sigma or mask
+        tensor = network.get_input(i)
+        rest = tuple(input_shape) if i == 0 else tuple(tensor.shape)[1:]
+        profile.set_shape(tensor.name, (lo, *rest), (opt, *rest), (hi, *rest))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

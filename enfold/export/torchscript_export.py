@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from enfold.artifact.sidecar import write_sidecar
-from enfold.export.graphs import ExportSpec
+from enfold.export.graphs import ExportSpec, extra_examples
 
 
 def export_torchscript(spec: ExportSpec, path: Path, batch: int) -> Path:
@@ -19,7 +19,8 @@ def export_torchscript(spec: ExportSpec, path: Path, batch: int) -> Path:
     """
     x = torch.zeros(batch, spec.in_chans, spec.img_size, spec.img_size)
     with torch.no_grad():
-        traced = torch.jit.trace(spec.module, (x,), check_trace=False)
+        extra = extra_examples(list(spec.metadata.get("restorer_inputs") or []), x)
+        traced = torch.jit.trace(spec.module, (x, *extra), check_trace=False)
     meta = {**spec.metadata, "format": "torchscript", "precision": "fp32"}
     if spec.target == "restorer":
         meta["fixed_batch"] = batch

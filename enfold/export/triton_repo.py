@@ -237,6 +237,10 @@ def write_triton_entry(artifact: str | Path, repo: str | Path,
     if fmt not in PLATFORM:
         raise EnfoldError(f"{artifact} is a {fmt} artifact; a Triton repository takes onnx, "
                           "tensorrt or torchscript exports")
+    if meta.get("restorer_inputs"):
+        raise EnfoldError(f"{artifact} takes {', '.join(meta['restorer_inputs'])} besides the "
+                          "images, which enfold's Triton entries do not describe yet; serve it "
+                          "with enfold serve (/v1/restore), or drop --triton-repo")
     config = model_config(meta, output_dims(meta, artifact), batch_range(meta, batch), fmt,
                           queue_delay_us)
     entry = Path(repo) / config["name"]

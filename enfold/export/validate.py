@@ -79,6 +79,15 @@ def heldout_pixels(checkpoint: str, meta: dict[str, Any], count: int):
     return corrupt_batch(corruption, images, cfg.eval.seed), cfg
 
 
+def restorer_extras(meta: dict[str, Any], pixels: torch.Tensor, clean: torch.Tensor,
+                    weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A restorer's other inputs for held-out pairs, in its order: each image's true noise
+    level (``sigma``, pixels) and its hole mask (``mask``)."""
+    known = {"sigma": lambda: (pixels - clean).float().pow(2).mean((1, 2, 3)).sqrt(),
+             "mask": lambda: weight.float()}
+    return {name: known[name]() for name in meta.get("restorer_inputs") or []}
+
+
 def heldout_inputs(checkpoint: str, meta: dict[str, Any], count: int):
     """Held-out images of the checkpoint's data: ``(inputs, clean, weight)``, normalised."""
     from enfold.data import normalize
@@ -118,9 +127,14 @@ def validate_artifact(artifact: str | Path, checkpoint: str, batches: tuple[int,
         raise ValidationError(str(exc)) from exc
     (pixels, clean, weight), cfg = heldout_pixels(checkpoint, meta, count)
     inputs = normalize(pixels, cfg.data.mean, cfg.data.std)
+    extras = restorer_extras(meta, pixels, clean, weight)
 
     def run(start: int, stop: int) -> torch.Tensor:
-        return torch.from_numpy(session.raw(target, pixels[start:stop])).float()
+        part = {k: v[start:stop] for k, v in extras.items()}
+        return torch.from_numpy(session.raw(target, pixels[start:stop], **part)).float()
+
+    def reference_run(start: int, stop: int) -> torch.Tensor:
+        return reference(inputs[start:stop], *(v[start:stop] for v in extras.values())).float()
 
     outs, refs = [], []
     step = max(batches)
@@ -130,11 +144,11 @@ def validate_artifact(artifact: str | Path, checkpoint: str, batches: tuple[int,
     per_batch = {}
     with torch.no_grad():
         for b in batches:  # each requested batch size on its own
-            out, ref = run(0, b), reference(inputs[:b]).float()
+            out, ref = run(0, b), reference_run(0, b)
             per_batch[str(b)] = float((out - ref).abs().max())
         for start in range(0, usable, step):  # the whole held-out set at the largest batch
             outs.append(run(start, start + step))
-            refs.append(reference(inputs[start:start + step]).float())
+            refs.append(reference_run(start, start + step))
     out, ref = torch.cat(outs), torch.cat(refs)
     err = (out - ref).abs()
     report.update(images=int(out.shape[0]), batches=list(batches), max_abs_by_batch=per_batch,

@@ -6,7 +6,8 @@ costs minutes and gigabytes. Every image the runtime decodes (``enfold predict``
 
 * ``max_pixels``: pixels decoded (after a reduced JPEG decode, when the model needs less);
 * ``max_aspect``: longer side over shorter side (thin images become many tiles);
-* ``max_tiles``: model-sized tiles a restoration would run (restore only).
+* ``max_tiles``: model-sized tiles a restoration would run (restore only; the tiles overlap
+  by half, so an image runs about four times its area in tiles).
 
 Over a limit is a :class:`LimitError` that names the limit and the option that raises it.
 """
@@ -19,27 +20,21 @@ from dataclasses import dataclass
 from enfold.errors import EnfoldError, LimitError
 
 # Defaults: a 20-megapixel photo decodes (about 60 MB as 8-bit RGB); a panorama up to 20:1
-# passes; a restoration runs at most 256 tiles (a 4096x4096 image at 256-pixel tiles, 256x256
-# at 16-pixel ones), seconds to a minute on a CPU.
+# passes; a restoration runs at most 1,024 half-overlapping tiles (a 4096x4096 image at
+# 256-pixel tiles, 256x256 at 16-pixel ones), seconds to a minute on a CPU. `enfold restore`
+# on the user's own files raises these (enfold/cli/app.py); the server keeps them.
 MAX_PIXELS = 20_000_000
 MAX_ASPECT = 20.0
-MAX_TILES = 256
+MAX_TILES = 1024
 OPTION = {"max_pixels": "--max-pixels", "max_aspect": "--max-aspect", "max_tiles": "--max-tiles"}
 
 
-def fitted_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """The size an image is restored at: shorter side enlarged to ``size`` when below it (as
-    :func:`enfold.runtime.restore.fit_min_side` does)."""
-    if min(height, width) >= size:
-        return height, width
-    scale = size / min(height, width)
-    return max(size, round(height * scale)), max(size, round(width * scale))
-
-
 def tile_count(height: int, width: int, size: int) -> int:
-    """Model-sized tiles a restoration of a ``height`` x ``width`` image runs."""
-    h, w = fitted_size(height, width, size)
-    return math.ceil(h / size) * math.ceil(w / size)
+    """Model-sized tiles a restoration of a ``height`` x ``width`` image runs (half-tile
+    stride, :func:`enfold.runtime.blend.blend_tiles`)."""
+    from enfold.runtime.blend import blend_tile_count
+
+    return blend_tile_count(height, width, size)
 
 
 @dataclass(frozen=True)

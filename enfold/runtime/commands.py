@@ -7,7 +7,7 @@ non-zero at the end, after every readable file has its result.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch
 
 from enfold.errors import EnfoldError, OutputWriteError
 from enfold.output_files import entry_identity, file_identity, refuse_existing, write_output
+from enfold.runtime.blend import Progress
 from enfold.runtime.budget import DEFAULT_BUDGET, WorkBudget
 from enfold.runtime.images import decode_image, decode_view, encode_png, side_by_side
 from enfold.runtime.session import InferenceSession
@@ -92,26 +93,38 @@ def restore_outputs(files: list[Path], out: Path) -> list[Path]:
 
 
 def restore_files(session: InferenceSession, files: list[Path], out: Path, task: str | None,
-                  seed: int = 0, degraded: bool = False, keep_known: bool = True,
-                  budget: WorkBudget = DEFAULT_BUDGET, overwrite: bool = False
+                  seed: int = 0, simulate: bool = False, keep_known: bool = True,
+                  budget: WorkBudget = DEFAULT_BUDGET, *, sigma: float | None = None,
+                  scale: int | None = None, mask: Path | None = None,
+                  progress: Callable[[Path], Progress | None] | None = None,
+                  overwrite: bool = False
                   ) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Restore each file; write ``OUT/<name>.png`` and ``OUT/<name>-panel.png``.
+    """Restore each (degraded) file; write ``OUT/<name>.png`` and ``OUT/<name>-panel.png``.
 
-    The panel is clean | degraded | restored (degraded | restored with ``degraded``), enlarged
-    for small images. Output names never replace an input and are never shared between inputs
-    (:func:`output_names`); ``OUT/restore.json`` maps every input to its own outputs and PSNRs.
-    Files over ``budget`` (pixels, aspect ratio, tiles) are refused from their header.
+    Files are restored as they are, seamlessly at full resolution
+    (:func:`enfold.runtime.restore.restore_image`, which documents ``sigma``, ``scale`` and
+    ``mask``; ``mask`` is one hole-mask file for every input, of the inputs' size). With
+    ``simulate`` each file is taken as clean, corrupted with ``task`` (seeded by ``seed``),
+    restored and scored. The panel is clean | degraded | restored (degraded | restored
+    without ``simulate``), enlarged for small images. Output names never replace an input and
+    are never shared between inputs (:func:`output_names`); ``OUT/restore.json`` maps every
+    input to its own outputs, PSNRs (``simulate``) and noise level (noise-level restorers:
+    ``sigma`` and ``sigma_source``, given or estimated). Files over ``budget`` (pixels, aspect
+    ratio, tiles) are refused from their header. ``progress(file)`` may return a callback
+    ``(tiles done, tiles in all)`` for that file.
     Existing outputs are refused before any work unless ``overwrite``; every output is written
     by :func:`enfold.output_files.write_output` (never through a link), and one that cannot be
     written is that file's error, not the batch's.
     """
-    from enfold.runtime.restore import restore_image, task_corruption
+    from enfold.runtime.restore import check_restore_options, restore_image
 
     if seed < 0:
         raise EnfoldError(f"--seed must be 0 or more, got {seed}")
-    if not degraded:
-        task = task or session.metadata.get("task")
-        task_corruption(session.metadata, task)  # an unknown task fails before any work
+    # a wrong task or option fails before any work
+    task = check_restore_options(session, task, simulate, sigma, scale, mask is not None)
+    holes = None
+    if mask is not None:
+        holes = decode_image(mask, 1, name=f"--mask {mask}", budget=budget)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -124,11 +137,12 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
         try:
             img = decode_image(path, session.in_chans, budget=budget,
                                tile_size=session.img_size)
+            rest = restore_image(session, img, task, seed=seed, simulate=simulate,
+                                 keep_known=keep_known, sigma=sigma, scale=scale, mask=holes,
+                                 progress=progress(path) if progress else None)
         except EnfoldError as exc:
             errors[str(path)] = str(exc)
             continue
-        rest = restore_image(session, img, task, seed=seed, degraded=degraded,
-                             keep_known=keep_known)
         cols = ([rest.degraded, rest.restored] if rest.clean is None else
                 [rest.clean, rest.degraded, rest.restored])
         panel = side_by_side(cols)
@@ -139,8 +153,7 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
             errors[str(path)] = str(exc)
             continue
         results.append({"file": str(path), "restored": str(restored_png),
-                        "panel": str(panel_png), "task": None if degraded else task,
-                        **rest.psnr()})
+                        "panel": str(panel_png), **rest.info(), **rest.psnr()})
     write_output(out / "restore.json", json.dumps({"results": results, "errors": errors},
                                                   indent=2), guard)
     return results, errors

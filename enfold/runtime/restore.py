@@ -1,34 +1,54 @@
-"""Restoring image files of any size: corrupt as the pretext task says, restore tile by tile.
+"""Restoring image files of any size: the one function the CLI, ``/v1/restore`` and the Python
+API share.
 
-An image larger than the model is cut into model-sized tiles (far edges padded by reflection),
-each tile is corrupted with its own seeded generator and restored, and the tiles are stitched
-back. With ``degraded=True`` the file is taken as already corrupted: no clean image, no PSNR.
+    rest = restore_image(session, img)                    # a degraded photo, as it is
+    rest = restore_image(session, img, sigma=0.05)        # noise, a known level
+    rest = restore_image(session, small, "sr", scale=2)   # twice the size out
+    rest = restore_image(session, img, "mask", mask=holes)
+    rest = restore_image(session, img, simulate=True)     # corrupt a clean image first, PSNR
+
+The input is taken as already degraded; it is prepared as the task's training corruption
+would have left it (a low-resolution image enlarged as the ``sr`` corruption enlarges, a gray
+photo as luma in every channel, holes set to the mask's fill) and restored by overlapping,
+blended tiles (:mod:`enfold.runtime.blend`), so the result has no tile seams and memory stays
+bounded. ``simulate=True`` is the demonstration: the clean image is corrupted with the task's
+own corruption (tile by tile, each tile with its own seeded generator), restored, and scored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from enfold.errors import EnfoldError
+from enfold.runtime.blend import TILE_BATCH, Progress, blend_tiles, pad_to
 from enfold.runtime.images import tile, untile
 from enfold.runtime.session import InferenceSession
 
-TILE_BATCH = 64  # tiles restored per call: bounds memory for very large images
+TASKS = ("mask", "shuffle", "sr", "noise", "gray")
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as the gray corruption uses
+SR_SCALES = (2, 4)
 
 
 @dataclass
 class Restoration:
-    """One restored image; every tensor is ``(C, H, W)`` (weight ``(1, H, W)``) in [0, 1]."""
+    """One restored image; every tensor is ``(C, H, W)`` (weight ``(1, H, W)``) in [0, 1].
+
+    ``degraded`` is what the model restored (for ``sr`` with a scale, the enlarged input);
+    ``clean`` exists only for simulated corruptions. ``sigma`` is the noise level given to a
+    noise-level restorer, ``sigma_source`` ``"given"`` or ``"estimated"``.
+    """
 
     degraded: torch.Tensor
     restored: torch.Tensor
     clean: torch.Tensor | None = None
-    weight: torch.Tensor | None = None  # 1 where the task corrupted the image
+    weight: torch.Tensor | None = None  # 1 where the image is corrupted (holes of a mask)
+    sigma: float | None = None
+    sigma_source: str | None = None
+    task: str | None = None
 
     def psnr(self) -> dict[str, float]:
         """PSNR (dB) of the degraded and restored image against the clean one, on the region."""
@@ -40,6 +60,13 @@ class Restoration:
         return {"psnr_input": float(region_psnr(self.degraded[None], clean, w)[0]),
                 "psnr_restored": float(region_psnr(self.restored[None], clean, w)[0])}
 
+    def info(self) -> dict[str, Any]:
+        """What a report says about this restoration besides PSNR: task and noise level."""
+        out: dict[str, Any] = {"task": self.task}
+        if self.sigma is not None:
+            out.update(sigma=self.sigma, sigma_source=self.sigma_source)
+        return out
+
 
 def task_corruption(meta: dict[str, Any], task: str):
     """The corruption callable for ``task``, rebuilt from the artifact's metadata."""
@@ -49,59 +76,246 @@ def task_corruption(meta: dict[str, Any], task: str):
     settings = meta.get("corrupt")
     if not settings:
         raise EnfoldError("this artifact's metadata has no corruption settings (exported by an "
-                          "older enfold); re-export it, or pass --degraded with a degraded image")
+                          "older enfold); re-export it, or restore degraded images without "
+                          "--simulate")
     if task not in settings:
         raise EnfoldError(f"unknown task {task!r}; choose one of {', '.join(sorted(settings))}")
     cfg = from_dict(CorruptConfig, {task: settings[task]})
     return build_one(task, getattr(cfg, task), CorruptionContext.from_metadata(meta))
 
 
-def fit_min_side(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Upscale (bilinear) an image whose shorter side is below ``size``; larger ones are tiled."""
+def estimate_sigma(img: torch.Tensor) -> float:
+    """The Gaussian noise level of ``(C, H, W)`` pixels in [0, 1] (pixel units), by
+    scikit-image's wavelet estimate (``skimage.restoration.estimate_sigma``), averaged over
+    channels."""
+    from skimage.restoration import estimate_sigma as wavelet_sigma
+
+    arr = img.detach().float().cpu().numpy()
+    return float(np.mean([wavelet_sigma(ch) for ch in arr]))
+
+
+def sr_factor(meta: dict[str, Any]) -> int:
+    """The super-resolution factor the artifact was trained for."""
+    return int((meta.get("corrupt") or {}).get("sr", {}).get("factor", 2))
+
+
+def enlarge(img: torch.Tensor, scale: int) -> torch.Tensor:
+    """A low-resolution ``(C, h, w)`` image enlarged ``scale`` times as the ``sr`` corruption
+    enlarges: bilinear, ``align_corners=False``."""
+    import torch.nn.functional as F
+
     h, w = img.shape[-2:]
-    if min(h, w) >= size:
-        return img
-    scale = size / min(h, w)
-    new = (max(size, round(h * scale)), max(size, round(w * scale)))
-    return F.interpolate(img[None], size=new, mode="bilinear", align_corners=False)[0].clamp(0, 1)
+    return F.interpolate(img[None], size=(h * scale, w * scale), mode="bilinear",
+                         align_corners=False)[0]
 
 
-def corrupt_tiles(img: torch.Tensor, size: int, corruption: Callable | None, seed: int = 0
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, tuple]:
-    """One image -> (image at model scale, corrupted ``(N, C, size, size)`` tiles, corruption
-    weight ``(1, H, W)`` or None when ``corruption`` is None (already degraded), tile layout).
-    Each tile gets its own seeded generator, so the same image and seed corrupt the same way."""
-    from enfold.corrupt import corrupt_batch
+def to_luma(img: torch.Tensor, channels: int) -> torch.Tensor:
+    """A gray (1-channel) or colour image as its luma in ``channels`` channels, as the ``gray``
+    corruption leaves a colour image."""
+    if img.shape[0] == 3:
+        img = (img * torch.tensor(LUMA, dtype=img.dtype).view(3, 1, 1)).sum(0, keepdim=True)
+    return img[:1].expand(channels, *img.shape[1:]).clone()
 
-    img = fit_min_side(img, size)
-    tiles, layout = tile(img, size)
-    if corruption is None:
-        return img, tiles, None, layout
-    corrupted, _, weight = corrupt_batch(corruption, tiles, seed)
-    return img, corrupted, untile(weight, layout), layout
+
+def mask_fill(meta: dict[str, Any], channels: int) -> torch.Tensor:
+    """The pixel value the mask corruption puts in holes, ``(C, 1, 1)``: zero, or the data
+    mean (for a noise fill, which cannot be reproduced, the mean)."""
+    fill = (meta.get("corrupt") or {}).get("mask", {}).get("fill", "zero")
+    if fill == "zero":
+        return torch.zeros(channels, 1, 1)
+    return torch.tensor(list(meta["mean"])[:channels], dtype=torch.float32).view(-1, 1, 1)
+
+
+def check_mask(mask: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+    """A hole mask as ``(1, H, W)`` of 0 and 1 (white, above half, is a hole), or a clear error
+    when its size is not the image's."""
+    m = mask.float()
+    if m.ndim == 3:
+        m = m.mean(0, keepdim=True)
+    elif m.ndim == 2:
+        m = m[None]
+    else:
+        raise EnfoldError(f"a mask must be (H, W) or (C, H, W), got shape {tuple(mask.shape)}")
+    if tuple(m.shape[-2:]) != tuple(img.shape[-2:]):
+        mh, mw = m.shape[-2:]
+        ih, iw = img.shape[-2:]
+        raise EnfoldError(f"the mask is {mw}x{mh} pixels but the image is {iw}x{ih}: give a "
+                          "mask of the image's size (white = missing)")
+    return (m > 0.5).float()
+
+
+def fill_holes_of(x: torch.Tensor, fill: torch.Tensor, patch: int) -> torch.Tensor:
+    """``(1, H, W)``: 1 on the whole ``patch`` x ``patch`` patches (of the grid from the top
+    left) that hold ``fill`` in every pixel and channel, as a patch-mask corruption leaves them."""
+    import torch.nn.functional as F
+
+    at_fill = ((x - fill).abs() < 0.5 / 255).all(0, keepdim=True).float()  # (1, H, W)
+    h, w = x.shape[-2:]
+    hp, wp = h - h % patch, w - w % patch
+    whole = torch.zeros_like(at_fill)
+    if hp and wp:
+        pooled = F.avg_pool2d(at_fill[None, :, :hp, :wp], patch) > 1 - 1e-6
+        whole[:, :hp, :wp] = pooled[0].float().repeat_interleave(patch, 1).repeat_interleave(
+            patch, 2)
+    return whole
+
+
+def _simulate(session: InferenceSession, img: torch.Tensor, task: str, seed: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Corrupt a clean image with ``task``: ``(degraded, weight)``, the same for the same image
+    and seed. The whole image is corrupted at once (padded by reflection to the task's patch
+    grid), so the corruption itself has no tile seams; ``shuffle``, whose patches move within
+    one model-sized crop in training, is corrupted tile by tile (tile ``i`` with the generator
+    of sample ``(seed, 0, i)``)."""
+    from enfold.data import sample_generator  # the seeding rule of corrupt_batch
+
+    corruption = task_corruption(session.metadata, task)
+    if task == "shuffle":
+        tiles, layout = tile(img, session.img_size)
+        parts = [corruption(t, sample_generator(seed, 0, i))[::2] for i, t in enumerate(tiles)]
+        degraded, weight = (torch.stack(p) for p in zip(*parts, strict=True))
+        return untile(degraded, layout), untile(weight, layout)
+    align = _align(session.metadata, task)
+    h, w = img.shape[-2:]
+    padded = pad_to(img, -(-h // align) * align, -(-w // align) * align)
+    degraded, _, weight = corruption(padded, sample_generator(seed, 0, 0))
+    return degraded[:, :h, :w], weight[:, :h, :w]
+
+
+def _align(meta: dict[str, Any], task: str) -> int:
+    """Tile corners and corruption grids fall on multiples of this: the patch size, and for
+    ``sr`` also the factor."""
+    align = int(meta.get("patch_size", 1))
+    return int(np.lcm(align, sr_factor(meta))) if task == "sr" else align
+
+
+def _prepare(session: InferenceSession, img: torch.Tensor, task: str, scale: int | None,
+             mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A real degraded input as the task's corruption would have left it: ``(x, weight)``."""
+    meta, chans = session.metadata, session.in_chans
+    if img.shape[0] != chans:
+        img = img[:1].expand(chans, *img.shape[1:]).clone() if img.shape[0] == 1 else (
+            to_luma(img, chans))
+    if task == "sr" and scale is not None:
+        return enlarge(img, scale).clamp(0, 1), None
+    if task == "gray":
+        return to_luma(img, chans), None
+    if task == "mask" and mask is not None:
+        weight = check_mask(mask, img)
+        fill = mask_fill(meta, chans).expand_as(img)
+        return torch.where(weight.bool().expand_as(img), fill, img), weight
+    return img, None
+
+
+def check_restore_options(session: InferenceSession, task: str | None, simulate: bool = False,
+                          sigma: float | None = None, scale: int | None = None,
+                          has_mask: bool = False) -> str:
+    """The task to restore (``task`` or the artifact's), or a clear error for options that do
+    not fit it or the restorer; cheap, so callers check before decoding anything."""
+    meta = session.metadata
+    task = task or meta.get("task")
+    if task not in TASKS:
+        raise EnfoldError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if simulate:
+        task_corruption(meta, task)
+        if scale is not None or has_mask:
+            raise EnfoldError("--simulate makes its own corruption from a clean image: drop "
+                              "--scale and --mask")
+    if sigma is not None:
+        if task != "noise":
+            raise EnfoldError(f"--sigma is the noise level of the noise task, not {task!r}")
+        if not (np.isfinite(sigma) and 0 < sigma < 1):
+            raise EnfoldError(f"--sigma is the noise level in pixel units, in (0, 1) (e.g. "
+                              f"0.05 for 13 of 255), got {sigma}")
+        if "sigma" not in session.restorer_inputs:
+            raise EnfoldError("this restorer takes no noise level (it was trained for one; "
+                              "model.noise_level_input was off): drop --sigma")
+    if scale is not None:
+        if task != "sr":
+            raise EnfoldError(f"--scale applies to the sr task, not {task!r}")
+        if scale not in SR_SCALES:
+            raise EnfoldError(f"--scale must be 2 or 4, got {scale}")
+        factor = sr_factor(meta)
+        if scale != factor:
+            raise EnfoldError(f"--scale {scale}: this restorer was trained to enlarge {factor} "
+                              f"times; use --scale {factor} or an x{scale} sr restorer")
+    if has_mask and task != "mask":
+        raise EnfoldError(f"--mask applies to the mask task, not {task!r}")
+    if task == "gray" and session.in_chans != 3:
+        raise EnfoldError("the gray (colorization) task needs a 3-channel restorer")
+    return task
+
+
+def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None = None,
+                  seed: int = 0, simulate: bool = False, keep_known: bool = True, *,
+                  sigma: float | None = None, scale: int | None = None,
+                  mask: torch.Tensor | None = None, stride: int | None = None,
+                  batch: int = TILE_BATCH, progress: Progress | None = None,
+                  run: Any = None) -> Restoration:
+    """Restore ``img`` (``(C, H, W)`` in [0, 1], any size) with the session's restorer.
+
+    * ``task``: the pretext task the input suffers from (default: the artifact's);
+    * ``simulate``: corrupt the (clean) ``img`` with ``task`` first, seeded by ``seed``, and
+      keep the clean image for :meth:`Restoration.psnr`;
+    * ``sigma``: the noise level (pixel units in [0, 1]) for a noise-level restorer; estimated
+      from the image (:func:`estimate_sigma`) when not given;
+    * ``scale``: ``sr`` only: ``img`` is the low-resolution image, the result ``scale`` times
+      larger (must be the artifact's factor); without it ``img`` is taken as already enlarged;
+    * ``mask``: ``mask`` only: ``(H, W)`` or ``(1, H, W)``, 1 (white) where pixels are missing,
+      any shape; without it the holes are found from the fill value in whole patches;
+    * ``keep_known``: pixels known exactly (outside the holes) are the input's own;
+    * ``stride``, ``batch``, ``progress``: the tiling (see :func:`enfold.runtime.blend.
+      blend_tiles`); ``run(tiles, extra)`` replaces ``session.restore`` (the server's batcher).
+    """
+    meta = session.metadata
+    task = check_restore_options(session, task, simulate, sigma, scale, mask is not None)
+    takes_sigma = "sigma" in session.restorer_inputs
+    clean = None
+    if simulate:
+        if img.shape[0] != session.in_chans:
+            img = img[:1].expand(session.in_chans, *img.shape[1:]).clone()
+        clean = img
+        x, weight = _simulate(session, img, task, seed)
+    else:
+        x, weight = _prepare(session, img, task, scale, mask)
+    source = None
+    if takes_sigma:
+        source = "given" if sigma is not None else "estimated"
+        sigma = float(sigma) if sigma is not None else estimate_sigma(x)
+        sigma = min(max(sigma, 1e-4), 0.999)
+    feed_mask = "mask" in session.restorer_inputs
+    if feed_mask and weight is None:  # no mask given: the holes are whole patches of the fill
+        weight = (fill_holes_of(x, mask_fill(meta, x.shape[0]), int(meta["patch_size"]))
+                  if task == "mask" else torch.zeros(1, *x.shape[1:]))
+    chans = x.shape[0]
+    restore = run or session.restore
+
+    def run_tiles(tiles: torch.Tensor, _corners: list) -> torch.Tensor:
+        extra: dict[str, Any] = {}
+        if takes_sigma:
+            extra["sigma"] = torch.full((tiles.shape[0],), sigma, dtype=torch.float32)
+        if feed_mask:
+            extra["mask"] = tiles[:, chans:].contiguous()
+        return torch.as_tensor(restore(tiles[:, :chans].contiguous(), **extra))
+
+    stack = torch.cat([x, weight]) if feed_mask else x
+    out = blend_tiles(stack, session.img_size, run_tiles, stride, _align(meta, task), batch,
+                      progress)
+    if keep_known and weight is not None:
+        out = weight * out + (1 - weight) * x
+    return Restoration(degraded=x, restored=out.clamp(0, 1), clean=clean, weight=weight,
+                       sigma=sigma if takes_sigma else None, sigma_source=source, task=task)
 
 
 def assemble(img: torch.Tensor, corrupted: torch.Tensor, restored: torch.Tensor,
              weight: torch.Tensor | None, layout: tuple, keep_known: bool = True
              ) -> Restoration:
-    """Stitch restored tiles into one :class:`Restoration`. With ``keep_known`` the pixels the
-    corruption left untouched (weight 0) are taken from the input: they are exact there, and a
-    gradient step down the energy moves them too."""
+    """Stitch abutting restored tiles (``(N, C, s, s)`` with :func:`enfold.runtime.images.tile`'s
+    layout) into one :class:`Restoration`: the plain tiling, for benchmarks that score model
+    outputs tile by tile. With ``keep_known`` the pixels the corruption left untouched (weight
+    0) are taken from the input."""
     degraded, out = untile(corrupted, layout), untile(restored, layout)
     if keep_known and weight is not None:
         out = weight * out + (1 - weight) * degraded
     return Restoration(degraded=degraded, restored=out,
                        clean=None if weight is None else img, weight=weight)
-
-
-def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None = None,
-                  seed: int = 0, degraded: bool = False, keep_known: bool = True
-                  ) -> Restoration:
-    """Corrupt ``img`` (``(C, H, W)`` in [0, 1]) with ``task`` unless ``degraded``, then restore
-    it tile by tile (see :func:`assemble` for ``keep_known``)."""
-    corruption = None if degraded else task_corruption(
-        session.metadata, task or session.metadata["task"])
-    img, corrupted, weight, layout = corrupt_tiles(img, session.img_size, corruption, seed)
-    restored = torch.cat([torch.as_tensor(session.restore(corrupted[i:i + TILE_BATCH]))
-                          for i in range(0, corrupted.shape[0], TILE_BATCH)])
-    return assemble(img, corrupted, restored, weight, layout, keep_known)

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import socket
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,7 @@ from enfold.runtime.outputs import NonFiniteOutputError, check_finite
 from enfold.runtime.page import page_router
 from enfold.runtime.repository import ModelRepository
 from enfold.runtime.repository_app import RepositoryApp
-from enfold.runtime.restore import assemble, corrupt_tiles, task_corruption
+from enfold.runtime.restore import Restoration, check_restore_options, restore_image
 from enfold.runtime.session import TARGET_METHODS, InferenceSession
 from enfold.runtime.upload_limit import UploadLimit, too_large_message
 
@@ -95,20 +96,18 @@ def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(fix(value), default=str))
 
 
-def _finish_restore(img: torch.Tensor, corrupted: torch.Tensor, restored: torch.Tensor,
-                    weight: torch.Tensor | None, layout: tuple, original_hw: tuple[int, int],
-                    keep_known: bool) -> tuple[bytes, dict[str, float]]:
-    """Stitch the restored tiles, measure PSNR, and encode the result at the upload's size.
-
-    The same steps as :func:`enfold.runtime.restore.restore_image` (``corrupt_tiles`` before
-    the batcher, ``assemble`` after it), so the server and ``enfold restore`` give the same
-    pixels."""
-    result = assemble(img, corrupted, restored, weight, layout, keep_known)
-    out = result.restored
-    if tuple(out.shape[-2:]) != original_hw:  # fit_min_side upscaled a small upload: undo it
-        out = torch.nn.functional.interpolate(out[None], size=original_hw, mode="bilinear",
-                                              align_corners=False, antialias=True)[0]
-    return encode_png(out), result.psnr()
+def _finish_restore(rest: "Restoration") -> tuple[bytes, dict[str, str]]:
+    """Encode a restoration (:func:`enfold.runtime.restore.restore_image`, the function
+    ``enfold restore`` and the Python API use, so all give the same pixels) as PNG bytes, and
+    the response headers that describe it: PSNR for simulated corruptions, the noise level
+    and where it came from for noise-level restorers."""
+    headers = {"X-Task": str(rest.task)}
+    for key, value in rest.psnr().items():
+        headers["X-PSNR-" + key.split("_")[1].title()] = f"{value:.3f}"
+    if rest.sigma is not None:
+        headers["X-Sigma"] = f"{rest.sigma:.5f}"
+        headers["X-Sigma-Source"] = str(rest.sigma_source)
+    return encode_png(rest.restored), headers
 
 
 def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: float = 5.0,
@@ -259,29 +258,71 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
 
     @app.post("/v1/restore")
     async def restore(file: UploadFile = File(...), task: str | None = Form(None),
-                      seed: int = Form(0, ge=0, le=MAX_SEED), degraded: bool = Form(False),
-                      keep_known: bool = Form(True)) -> Response:
+                      sigma: float | None = Form(None), scale: int | None = Form(None),
+                      mask: UploadFile | None = File(None), simulate: bool = Form(False),
+                      seed: int = Form(0, ge=0, le=MAX_SEED), keep_known: bool = Form(True),
+                      degraded: bool = Form(False)) -> Response:
+        # ``degraded`` is accepted and ignored, for old clients: uploads are degraded by default
         batcher = batcher_for("restore")
-        corruption = None
-        if not degraded:
-            name = task or meta.get("task")
-            if not name:
-                raise HTTPException(422, "this artifact names no default task: pass the form "
-                                         "field 'task', or degraded=true")
-            try:  # checked before the upload is decoded: a typo costs no CPU
-                corruption = task_corruption(meta, name)
-            except EnfoldError as exc:
-                raise HTTPException(422, str(exc)) from exc
+        if not task and not meta.get("task"):
+            raise HTTPException(422, "this artifact names no default task: pass the form "
+                                     "field 'task'")
+        try:  # checked before the upload is decoded: a typo costs no CPU
+            name = check_restore_options(session, task, simulate, sigma, scale,
+                                         mask is not None)
+        except EnfoldError as exc:
+            raise HTTPException(422, str(exc)) from exc
         img = await read_image(file, view=False)
-        clean, corrupted, weight, layout = await asyncio.to_thread(
-            corrupt_tiles, img, size, corruption, seed)
-        out = await batcher.submit(corrupted)
-        png, psnr = await asyncio.to_thread(_finish_restore, clean, corrupted, out.rows,
-                                            weight, layout, tuple(img.shape[-2:]), keep_known)
-        headers = {"X-Batch-Size": str(out.batch_size)}
-        if psnr:
-            headers["X-PSNR-Input"] = f"{psnr['psnr_input']:.3f}"
-            headers["X-PSNR-Restored"] = f"{psnr['psnr_restored']:.3f}"
+        if scale:  # the answer is scale^2 times the upload's pixels: within the budget too
+            try:
+                budget.check(img.shape[-1] * scale, img.shape[-2] * scale,
+                             f"{file.filename or 'upload'} enlarged {scale} times", size)
+            except LimitError as exc:
+                raise HTTPException(LIMIT_STATUS.get(exc.limit, 413), str(exc)) from exc
+        holes = None
+        if mask is not None:
+            data = await mask.read(max_upload_bytes + 1)
+            if len(data) > max_upload_bytes:
+                raise HTTPException(413, too_large_message(max_upload_bytes))
+            try:
+                async with decode_slots:
+                    holes = await asyncio.to_thread(decode_image, data, 1, "the mask", budget)
+            except LimitError as exc:
+                raise HTTPException(LIMIT_STATUS.get(exc.limit, 413), str(exc)) from exc
+            except EnfoldError as exc:
+                raise HTTPException(415, str(exc)) from exc
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        pending: list[Any] = []
+        sizes = [0]
+
+        def run(tiles: torch.Tensor, **extra: Any) -> torch.Tensor:
+            """One batch of tiles from the worker thread; plain restorers share the micro-
+            batcher with other requests, those with sigma or mask inputs run directly."""
+            if stop.is_set():
+                raise asyncio.CancelledError
+            if extra:
+                sizes[0] = max(sizes[0], tiles.shape[0])
+                return session.restore(tiles, **extra)
+            fut = asyncio.run_coroutine_threadsafe(batcher.submit(tiles), loop)
+            pending[:] = [fut]
+            out = fut.result()
+            sizes[0] = max(sizes[0], out.batch_size)
+            return out.rows
+
+        try:
+            rest = await asyncio.to_thread(
+                restore_image, session, img, name, seed, simulate, keep_known, sigma=sigma,
+                scale=scale, mask=holes, run=run)
+        except EnfoldError as exc:  # e.g. a mask of another size than the image
+            raise HTTPException(422, str(exc)) from exc
+        except BaseException:
+            stop.set()  # the client left or the request timed out: skip the remaining tiles
+            for fut in pending:
+                fut.cancel()
+            raise
+        png, headers = await asyncio.to_thread(_finish_restore, rest)
+        headers["X-Batch-Size"] = str(sizes[0])
         return Response(png, media_type="image/png", headers=headers)
 
     return app
