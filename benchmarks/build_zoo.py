@@ -58,8 +58,12 @@ class ModelSpec:
     metric_args: dict[str, Any] = field(default_factory=dict)  # count, bank_per_class
 
 
-def _restorer(task: str, what: str, grid_shifts: int | None = None) -> ModelSpec:
-    run, config = f"runs/restore/{task}", f"configs/pretrain/restore-{task}.yaml"
+def _restorer(task: str, what: str, grid_shifts: int | None = None,
+              recipe: str | None = None) -> ModelSpec:
+    """The shipped restorer of ``task``, trained from configs/pretrain/restore-<recipe>.yaml
+    (``recipe`` defaults to the task) into runs/restore/<recipe>."""
+    recipe = recipe or task
+    run, config = f"runs/restore/{recipe}", f"configs/pretrain/restore-{recipe}.yaml"
     return ModelSpec(task, task, "restorer", run, config,
                      (f"enfold pretrain --config {config} --out {run}",),
                      f"restores {what} in colour photos (32x32 tiles)", grid_shifts)
@@ -69,11 +73,14 @@ FMNIST_PRE = "runs/zoo/fmnist-pretrain"
 FMNIST_FT = "runs/zoo/fmnist-finetune"
 FMNIST_TRAIN = (f"enfold pretrain --config configs/pretrain/fmnist-tiny.yaml --out {FMNIST_PRE}",)
 SHIPPED = (
-    # noise: energy averaged over 4 shifted patch grids (fewer block seams; docs/RESULTS.md)
-    _restorer("noise", "Gaussian noise", grid_shifts=4),
+    # noise: one model for sigma 0.02 to 0.2, sigma a second input of the graph; one patch
+    # grid: the runtime's blended overlapping tiles already average over tile positions, at a
+    # quarter of the cost of 4 grid shifts
+    _restorer("noise", "Gaussian noise of a given or estimated level (sigma 0.02 to 0.2)"),
     _restorer("sr", "detail lost to 2x downscaling"),
     _restorer("sr4", "detail lost to 4x downscaling"),
-    _restorer("mask", "missing 4x4 patches"),
+    # trained on free-form holes (strokes, blobs, boxes) half the time and 4x4 patches otherwise
+    _restorer("mask", "holes of any shape given by a mask", recipe="mask-freeform"),
     _restorer("gray", "colour in grayscale photos"),
     _restorer("shuffle", "shuffled 4x4 patches"),
     ModelSpec("fmnist-encoder", "features", "encoder", FMNIST_PRE,

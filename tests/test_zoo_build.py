@@ -54,4 +54,6 @@ def test_the_shipped_list_names_existing_configs():
         assert (ROOT / spec.config).is_file(), spec.config
         assert any(spec.run in command for command in spec.train), spec.name
     noise = next(s for s in build_zoo.SHIPPED if s.name == "noise")
-    assert noise.grid_shifts == 4
+    assert noise.grid_shifts is None  # the runtime's blended tiles replace grid shifts
+    mask = next(s for s in build_zoo.SHIPPED if s.name == "mask")
+    assert mask.config == "configs/pretrain/restore-mask-freeform.yaml"  # holes of any shape
