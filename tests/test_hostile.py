@@ -9,17 +9,16 @@ import asyncio
 import io
 import json
 import signal
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
-from conftest import DIGITS_TINY, TINY
+from conftest import DIGITS_TINY, TINY, run_cli
 from PIL import Image
 from test_serve import start_server, stop, wait_healthy
-from tiny_runs import FINETUNE_TINY, train_tiny
+from tiny_runs import FINETUNE_TINY, copy_run
 
 from enfold.runtime.images import encode_png
 
@@ -37,8 +36,9 @@ UNBOUNDED = {"max_tiles": 10**7, "max_aspect": 10**6, "max_pixels": 10**9}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("hostile"), steps=4)
+def runs(tiny_runs):
+    """The session's tiny runs (shared: a test that writes into one works on a copy)."""
+    return tiny_runs
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +72,10 @@ async def timed(coro) -> tuple[httpx.Response, float]:
     return r, time.perf_counter() - start
 
 
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+def cli(*args: str) -> tuple[int, str]:
     """``enfold ARGS`` through the console entry point, in process: exit code and stderr."""
-    from enfold.cli.app import main
-
-    monkeypatch.setattr(sys, "argv", ["enfold", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    return exc.value.code, capsys.readouterr().err
+    proc = run_cli(*args, check=False)
+    return proc.returncode, proc.stderr
 
 
 def assert_one_line_error(code: int, err: str, *needles: str) -> None:
@@ -185,8 +181,7 @@ def test_case2_memory_per_request_is_bounded(servers):
 # ----------------------------------------------------------------------------- case 3
 
 
-def test_case3_restore_into_its_own_folder_never_overwrites_an_input(runs, tmp_path,
-                                                                      monkeypatch, capsys):
+def test_case3_restore_into_its_own_folder_never_overwrites_an_input(runs, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
     inputs = {"a.png": NORMAL,
@@ -194,7 +189,7 @@ def test_case3_restore_into_its_own_folder_never_overwrites_an_input(runs, tmp_p
                                                    generator=torch.Generator().manual_seed(1)))}
     for name, data in inputs.items():
         (folder / name).write_bytes(data)
-    code, err = cli(monkeypatch, capsys, "restore", str(folder), "--model", str(runs["pretrain"]),
+    code, err = cli("restore", str(folder), "--model", str(runs["pretrain"]),
                     "--out", str(folder))
     assert code == 0, err
     for name, data in inputs.items():
@@ -209,13 +204,13 @@ def test_case3_restore_into_its_own_folder_never_overwrites_an_input(runs, tmp_p
 # ----------------------------------------------------------------------------- case 6
 
 
-def test_case6_negative_seed_is_a_client_error(servers, runs, monkeypatch, capsys, tmp_path):
+def test_case6_negative_seed_is_a_client_error(servers, runs, tmp_path):
     _, url = servers["default"]
     r = httpx.post(f"{url}/v1/restore", files={"file": ("n.png", NORMAL)}, data={"seed": "-1"},
                    timeout=30)
     assert r.status_code == 422, r.text
     (tmp_path / "n.png").write_bytes(NORMAL)
-    code, err = cli(monkeypatch, capsys, "restore", str(tmp_path / "n.png"), "--model",
+    code, err = cli("restore", str(tmp_path / "n.png"), "--model",
                     str(runs["pretrain"]), "--out", str(tmp_path / "o"), "--seed", "-1")
     assert_one_line_error(code, err, "--seed")
 
@@ -223,7 +218,7 @@ def test_case6_negative_seed_is_a_client_error(servers, runs, monkeypatch, capsy
 # ----------------------------------------------------------------------------- case 7
 
 
-def test_case7_bad_out_paths_are_one_line_errors(runs, tmp_path, monkeypatch, capsys):
+def test_case7_bad_out_paths_are_one_line_errors(runs, tmp_path):
     a_file = tmp_path / "taken.txt"
     a_file.write_text("x")
     under_file = a_file / "sub"  # cannot be created, even by root
@@ -242,21 +237,21 @@ def test_case7_bad_out_paths_are_one_line_errors(runs, tmp_path, monkeypatch, ca
     for name, args in commands.items():
         file_target = name in ("visualize", "bench")
         for bad in ([under_file / "x.png"] if file_target else [a_file, under_file]):
-            code, err = cli(monkeypatch, capsys, *[str(bad) if a == "{out}" else a
+            code, err = cli(*[str(bad) if a == "{out}" else a
                                                    for a in args])
             assert_one_line_error(code, err, "--out")
-    code, err = cli(monkeypatch, capsys, "visualize", "--checkpoint", ckpt, "--task", "mask",
+    code, err = cli("visualize", "--checkpoint", ckpt, "--task", "mask",
                     "--out", str(tmp_path))
     assert_one_line_error(code, err, "is a folder")
 
 
-def test_case7_bad_numbers_are_one_line_errors(runs, tmp_path, monkeypatch, capsys):
+def test_case7_bad_numbers_are_one_line_errors(runs, tmp_path):
     tiny = [a for item in [*TINY, "train.compile=false"] for a in ("--set", item)]
     for value in ("nan", "-1"):
-        code, err = cli(monkeypatch, capsys, "pretrain", "--config", str(DIGITS_TINY), "--out",
+        code, err = cli("pretrain", "--config", str(DIGITS_TINY), "--out",
                         str(tmp_path / f"lr{value}"), *tiny, "--set", f"train.base_lr={value}")
         assert_one_line_error(code, err, "train.base_lr")
-    code, err = cli(monkeypatch, capsys, "serve", "--model", str(runs["pretrain"]),
+    code, err = cli("serve", "--model", str(runs["pretrain"]),
                     "--max-upload-mb", "nan")
     assert_one_line_error(code, err, "--max-upload-mb")
 
@@ -264,35 +259,36 @@ def test_case7_bad_numbers_are_one_line_errors(runs, tmp_path, monkeypatch, caps
 # ----------------------------------------------------------------------------- case 8
 
 
-def test_case8_unclear_exits_are_clear(runs, tmp_path, monkeypatch, capsys):
+def test_case8_unclear_exits_are_clear(runs, tmp_path):
     for steps in ("0", "-5"):
-        code, err = cli(monkeypatch, capsys, "pretrain", "--config", str(DIGITS_TINY), "--out",
+        code, err = cli("pretrain", "--config", str(DIGITS_TINY), "--out",
                         str(tmp_path / "r"), "--max-steps", steps)
         assert_one_line_error(code, err, "--max-steps")
     tiny = [a for item in [*TINY, "train.compile=false"] for a in ("--set", item)]
-    code, err = cli(monkeypatch, capsys, "pretrain", "--config", str(DIGITS_TINY), "--out",
+    code, err = cli("pretrain", "--config", str(DIGITS_TINY), "--out",
                     str(tmp_path / "r"), *tiny, "--set", "train.max_steps=0")
     assert_one_line_error(code, err, "train.max_steps")
     assert not (tmp_path / "r" / "checkpoint-last.pt").exists()
-    code, err = cli(monkeypatch, capsys, "serve", "--model", str(runs["pretrain"]), "--port",
+    code, err = cli("serve", "--model", str(runs["pretrain"]), "--port",
                     "99999")
     assert_one_line_error(code, err, "--port")
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
-    code, err = cli(monkeypatch, capsys, "predict", str(tmp_path), "--model", str(empty))
+    code, err = cli("predict", str(tmp_path), "--model", str(empty))
     assert_one_line_error(code, err, "empty (0 bytes)")
 
 
-def test_case8_resume_past_max_steps_keeps_config_and_stale_temps_are_cleaned(runs):
+def test_case8_resume_past_max_steps_keeps_config_and_stale_temps_are_cleaned(runs, tmp_path):
     from enfold.config import load_config
-    from enfold.pipeline.checkpoint import LAST, save_checkpoint
+    from enfold.pipeline.checkpoint import LAST, load_checkpoint, save_checkpoint
     from enfold.pipeline.pretrain import run_pretrain
 
-    run = Path(runs["pretrain"]).parent
+    run = copy_run(runs["pretrain"], tmp_path / "run").parent  # the shared run stays as it is
+    assert load_checkpoint(run / LAST)["step"] > 2
     config = (run / "config.yaml").read_text()
     smaller = load_config(DIGITS_TINY, [*TINY, "train.compile=false", "train.max_steps=2",
                                         "eval.every=2"])
-    run_pretrain(smaller, run)  # already at step 4: nothing to train
+    run_pretrain(smaller, run)  # already past step 2: nothing to train
     assert (run / "config.yaml").read_text() == config
     stale = run / f".{LAST}.killed.tmp"
     stale.write_bytes(b"half a checkpoint")
