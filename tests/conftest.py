@@ -25,9 +25,8 @@ TINY = [
     "eval.num_images=32", "eval.batch_size=32", "eval.grid_images=4",
 ]
 
-# The warning filters a fresh interpreter starts with (pytest installs its own per test and
-# records instead of printing): the in-process CLI runs under these, so it prints what `enfold`
-# prints in a shell.
+# The warning filters a fresh interpreter starts with (pytest installs its own per test): the
+# in-process CLI records warnings under these, the ones `enfold` would show in a shell.
 _STARTUP_FILTERS = [("ignore", DeprecationWarning), ("ignore", PendingDeprecationWarning),
                     ("ignore", ImportWarning), ("ignore", ResourceWarning)]
 
@@ -61,17 +60,15 @@ def train(stage: str, config: Path, out: Path, overrides: list[str],
     return Path(run_finetune(cfg, out, pretrained=pretrained))
 
 
-def _show_on_stderr(message, category, filename, lineno, file=None, line=None) -> None:
-    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
-
-
 def run_cli(*args: str, timeout: float | None = None,
             check: bool = True) -> subprocess.CompletedProcess:
     """``enfold ARGS`` as a user runs it, in this process: through the console entry point
     (``enfold.cli.app:main``), so errors become one line and exit code 2 exactly as in a shell,
-    with stdout, stderr and warnings captured. ``timeout`` is accepted for callers written for
-    a subprocess; pytest-timeout bounds a hang. Tests whose subject is a process boundary
-    (signals, servers, imports of a fresh interpreter) use :func:`run_cli_process`."""
+    with stdout and stderr captured. Python warnings are recorded, not printed (as pytest does):
+    the result's ``warnings`` lists them, one formatted string each, under the filters a fresh
+    interpreter starts with. ``timeout`` is accepted for callers written for a subprocess;
+    pytest-timeout bounds a hang. Tests whose subject is a process boundary (signals, servers,
+    imports of a fresh interpreter) use :func:`run_cli_process`."""
     del timeout
     from enfold.cli.app import main
 
@@ -80,11 +77,11 @@ def run_cli(*args: str, timeout: float | None = None,
     saved_argv = sys.argv
     sys.argv = argv
     try:
-        with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
+        with redirect_stdout(out), redirect_stderr(err), \
+                warnings.catch_warnings(record=True) as caught:
             warnings.resetwarnings()  # also re-arms the once-per-place registries
             for action, category in _STARTUP_FILTERS:
                 warnings.simplefilter(action, category, append=True)
-            warnings.showwarning = _show_on_stderr
             try:
                 main()
                 code = 0
@@ -93,6 +90,8 @@ def run_cli(*args: str, timeout: float | None = None,
     finally:
         sys.argv = saved_argv
     proc = subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    proc.warnings = [warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+                     for w in caught]
     if check and proc.returncode != 0:
         raise AssertionError(f"enfold {' '.join(argv[1:])} failed ({proc.returncode}):\n"
                              f"{proc.stdout}\n{proc.stderr}")

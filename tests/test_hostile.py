@@ -72,8 +72,11 @@ async def timed(coro) -> tuple[httpx.Response, float]:
     return r, time.perf_counter() - start
 
 
-def cli(*args: str) -> tuple[int, str]:
-    """``enfold ARGS`` through the console entry point, in process: exit code and stderr."""
+def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """``enfold ARGS`` through the console entry point, in process: exit code and stderr.
+    conftest's ``run_cli`` does the work and captures on its own; the fixture arguments are
+    kept for this helper's callers."""
+    del monkeypatch, capsys
     proc = run_cli(*args, check=False)
     return proc.returncode, proc.stderr
 
@@ -181,7 +184,8 @@ def test_case2_memory_per_request_is_bounded(servers):
 # ----------------------------------------------------------------------------- case 3
 
 
-def test_case3_restore_into_its_own_folder_never_overwrites_an_input(runs, tmp_path):
+def test_case3_restore_into_its_own_folder_never_overwrites_an_input(runs, tmp_path,
+                                                                      monkeypatch, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()
     inputs = {"a.png": NORMAL,
@@ -189,7 +193,7 @@ def test_case3_restore_into_its_own_folder_never_overwrites_an_input(runs, tmp_p
                                                    generator=torch.Generator().manual_seed(1)))}
     for name, data in inputs.items():
         (folder / name).write_bytes(data)
-    code, err = cli("restore", str(folder), "--model", str(runs["pretrain"]),
+    code, err = cli(monkeypatch, capsys, "restore", str(folder), "--model", str(runs["pretrain"]),
                     "--out", str(folder))
     assert code == 0, err
     for name, data in inputs.items():
@@ -204,13 +208,13 @@ def test_case3_restore_into_its_own_folder_never_overwrites_an_input(runs, tmp_p
 # ----------------------------------------------------------------------------- case 6
 
 
-def test_case6_negative_seed_is_a_client_error(servers, runs, tmp_path):
+def test_case6_negative_seed_is_a_client_error(servers, runs, monkeypatch, capsys, tmp_path):
     _, url = servers["default"]
     r = httpx.post(f"{url}/v1/restore", files={"file": ("n.png", NORMAL)}, data={"seed": "-1"},
                    timeout=30)
     assert r.status_code == 422, r.text
     (tmp_path / "n.png").write_bytes(NORMAL)
-    code, err = cli("restore", str(tmp_path / "n.png"), "--model",
+    code, err = cli(monkeypatch, capsys, "restore", str(tmp_path / "n.png"), "--model",
                     str(runs["pretrain"]), "--out", str(tmp_path / "o"), "--seed", "-1")
     assert_one_line_error(code, err, "--seed")
 
@@ -218,7 +222,7 @@ def test_case6_negative_seed_is_a_client_error(servers, runs, tmp_path):
 # ----------------------------------------------------------------------------- case 7
 
 
-def test_case7_bad_out_paths_are_one_line_errors(runs, tmp_path):
+def test_case7_bad_out_paths_are_one_line_errors(runs, tmp_path, monkeypatch, capsys):
     a_file = tmp_path / "taken.txt"
     a_file.write_text("x")
     under_file = a_file / "sub"  # cannot be created, even by root
@@ -237,21 +241,21 @@ def test_case7_bad_out_paths_are_one_line_errors(runs, tmp_path):
     for name, args in commands.items():
         file_target = name in ("visualize", "bench")
         for bad in ([under_file / "x.png"] if file_target else [a_file, under_file]):
-            code, err = cli(*[str(bad) if a == "{out}" else a
+            code, err = cli(monkeypatch, capsys, *[str(bad) if a == "{out}" else a
                                                    for a in args])
             assert_one_line_error(code, err, "--out")
-    code, err = cli("visualize", "--checkpoint", ckpt, "--task", "mask",
+    code, err = cli(monkeypatch, capsys, "visualize", "--checkpoint", ckpt, "--task", "mask",
                     "--out", str(tmp_path))
     assert_one_line_error(code, err, "is a folder")
 
 
-def test_case7_bad_numbers_are_one_line_errors(runs, tmp_path):
+def test_case7_bad_numbers_are_one_line_errors(runs, tmp_path, monkeypatch, capsys):
     tiny = [a for item in [*TINY, "train.compile=false"] for a in ("--set", item)]
     for value in ("nan", "-1"):
-        code, err = cli("pretrain", "--config", str(DIGITS_TINY), "--out",
+        code, err = cli(monkeypatch, capsys, "pretrain", "--config", str(DIGITS_TINY), "--out",
                         str(tmp_path / f"lr{value}"), *tiny, "--set", f"train.base_lr={value}")
         assert_one_line_error(code, err, "train.base_lr")
-    code, err = cli("serve", "--model", str(runs["pretrain"]),
+    code, err = cli(monkeypatch, capsys, "serve", "--model", str(runs["pretrain"]),
                     "--max-upload-mb", "nan")
     assert_one_line_error(code, err, "--max-upload-mb")
 
@@ -259,22 +263,22 @@ def test_case7_bad_numbers_are_one_line_errors(runs, tmp_path):
 # ----------------------------------------------------------------------------- case 8
 
 
-def test_case8_unclear_exits_are_clear(runs, tmp_path):
+def test_case8_unclear_exits_are_clear(runs, tmp_path, monkeypatch, capsys):
     for steps in ("0", "-5"):
-        code, err = cli("pretrain", "--config", str(DIGITS_TINY), "--out",
+        code, err = cli(monkeypatch, capsys, "pretrain", "--config", str(DIGITS_TINY), "--out",
                         str(tmp_path / "r"), "--max-steps", steps)
         assert_one_line_error(code, err, "--max-steps")
     tiny = [a for item in [*TINY, "train.compile=false"] for a in ("--set", item)]
-    code, err = cli("pretrain", "--config", str(DIGITS_TINY), "--out",
+    code, err = cli(monkeypatch, capsys, "pretrain", "--config", str(DIGITS_TINY), "--out",
                     str(tmp_path / "r"), *tiny, "--set", "train.max_steps=0")
     assert_one_line_error(code, err, "train.max_steps")
     assert not (tmp_path / "r" / "checkpoint-last.pt").exists()
-    code, err = cli("serve", "--model", str(runs["pretrain"]), "--port",
+    code, err = cli(monkeypatch, capsys, "serve", "--model", str(runs["pretrain"]), "--port",
                     "99999")
     assert_one_line_error(code, err, "--port")
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
-    code, err = cli("predict", str(tmp_path), "--model", str(empty))
+    code, err = cli(monkeypatch, capsys, "predict", str(tmp_path), "--model", str(empty))
     assert_one_line_error(code, err, "empty (0 bytes)")
 
 
