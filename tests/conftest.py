@@ -1,11 +1,17 @@
-"""Shared test helpers: a tiny model config and a way to run the real CLI in a subprocess."""
+"""Shared test helpers: a tiny model config, the CLI driven in this process, and the tiny
+trained runs and exports that every test needing one shares (made once per session; see
+tests/tiny_runs.py)."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +24,11 @@ TINY = [
     "model.num_heads=2", "data.batch_size=16", "train.warmup_steps=2",
     "eval.num_images=32", "eval.batch_size=32", "eval.grid_images=4",
 ]
+
+# The warning filters a fresh interpreter starts with (pytest installs its own per test): the
+# in-process CLI records warnings under these, the ones `enfold` would show in a shell.
+_STARTUP_FILTERS = [("ignore", DeprecationWarning), ("ignore", PendingDeprecationWarning),
+                    ("ignore", ImportWarning), ("ignore", ResourceWarning)]
 
 
 def set_args(overrides: list[str]) -> list[str]:
@@ -49,8 +60,48 @@ def train(stage: str, config: Path, out: Path, overrides: list[str],
     return Path(run_finetune(cfg, out, pretrained=pretrained))
 
 
-def run_cli(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``enfold ARGS`` as a user would, in a fresh interpreter."""
+def run_cli(*args: str, timeout: float | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """``enfold ARGS`` as a user runs it, in this process: through the console entry point
+    (``enfold.cli.app:main``), so errors become one line and exit code 2 exactly as in a shell,
+    with stdout and stderr captured. Python warnings are recorded, not printed (as pytest does):
+    the result's ``warnings`` lists them, one formatted string each, under the filters a fresh
+    interpreter starts with. ``timeout`` is accepted for callers written for a subprocess;
+    pytest-timeout bounds a hang. Tests whose subject is a process boundary (signals, servers,
+    imports of a fresh interpreter) use :func:`run_cli_process`."""
+    del timeout
+    from enfold.cli.app import main
+
+    argv = ["enfold", *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv = sys.argv
+    sys.argv = argv
+    try:
+        with redirect_stdout(out), redirect_stderr(err), \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.resetwarnings()  # also re-arms the once-per-place registries
+            for action, category in _STARTUP_FILTERS:
+                warnings.simplefilter(action, category, append=True)
+            try:
+                main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+    proc = subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    proc.warnings = [warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+                     for w in caught]
+    if check and proc.returncode != 0:
+        raise AssertionError(f"enfold {' '.join(argv[1:])} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def run_cli_process(*args: str, timeout: float = 600,
+                    check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``enfold ARGS`` in a fresh interpreter (10 s of imports): only where the process
+    boundary is the subject."""
     proc = subprocess.run(
         [sys.executable, "-m", "enfold.cli.app", *args], capture_output=True, text=True,
         timeout=timeout, env=cli_env(), cwd=ROOT,
@@ -83,3 +134,20 @@ def digits_tiny_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("digits-tiny") / "run"
     train("pretrain", DIGITS_TINY, out, [f"train.max_steps={DIGITS_TINY_STEPS}"])
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> dict[str, Path]:
+    """The session's tiny pretrain and finetune checkpoints (tests/tiny_runs.py): ``{"pretrain":
+    ckpt, "finetune": ckpt}``. Shared: a test that changes a run works on a copy."""
+    from tiny_runs import session_tiny_runs
+
+    return session_tiny_runs(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory) -> dict[str, Any]:
+    """The tiny runs plus their unvalidated exports (tests/tiny_runs.py ``shared_tiny``)."""
+    from tiny_runs import shared_tiny
+
+    return shared_tiny(tmp_path_factory)

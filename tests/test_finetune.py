@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import DIGITS_TINY, ROOT, TINY, run_cli, set_args, train
+from conftest import ROOT, TINY, run_cli, set_args
 
 from enfold.config import load_config
 from enfold.data import DigitsSource, select_per_class
@@ -104,9 +104,8 @@ def test_knn_votes_for_the_nearest_class():
 
 
 @pytest.mark.slow
-def test_finetune_cli_full_linear_knn_and_evaluate(tmp_path):
-    ckpt = train("pretrain", DIGITS_TINY, tmp_path / "pre",
-                 [*TINY, "train.max_steps=4", "eval.every=0"])
+def test_finetune_cli_full_linear_knn_and_evaluate(tiny_runs, tmp_path):
+    ckpt = tiny_runs["pretrain"]
     overrides = set_args([*TINY, "train.max_steps=6", "eval.every=3", "data.labels_per_class=5",
                           "finetune.mixup=0.2", "finetune.cutmix=0.2"])
     full = tmp_path / "full"
@@ -145,9 +144,8 @@ def test_finetune_cli_full_linear_knn_and_evaluate(tmp_path):
     assert (tmp_path / "ev" / "confusion.png").exists()
 
 
-def test_finetune_from_a_finetune_checkpoint_is_refused(tmp_path):
-    done = train("finetune", FINETUNE_TINY, tmp_path / "s",
-                 [*TINY, "train.max_steps=1", "eval.every=0"])
+def test_finetune_from_a_finetune_checkpoint_is_refused(tiny_runs, tmp_path):
+    done = tiny_runs["finetune"]
     proc = run_cli("finetune", "--config", str(FINETUNE_TINY), "--pretrained",
                    str(done), "--out", str(tmp_path / "x"),
                    *set_args(TINY), check=False)

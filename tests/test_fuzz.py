@@ -19,7 +19,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from tiny_runs import train_tiny
 
 from enfold.runtime import load
 from enfold.runtime.server import ENDPOINT_TARGETS, create_app
@@ -29,11 +28,10 @@ SLOW_S = 5.0  # no single answer may take longer
 
 
 @pytest.fixture(scope="module")
-def apps(tmp_path_factory):
-    """The restorer/energy app of a tiny pretrain checkpoint and the classifier app of its
-    fine-tuned classifier, with the default limits."""
-    runs = train_tiny(tmp_path_factory.mktemp("fuzz"), steps=2)
-    sessions = [load(runs["pretrain"]), load(runs["finetune"])]
+def apps(tiny_runs):
+    """The restorer/energy app of the session's tiny pretrain checkpoint and the classifier app
+    of its fine-tuned classifier, with the default limits."""
+    sessions = [load(tiny_runs["pretrain"]), load(tiny_runs["finetune"])]
     return [(create_app(s), s) for s in sessions]
 
 

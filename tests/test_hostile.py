@@ -9,17 +9,16 @@ import asyncio
 import io
 import json
 import signal
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
-from conftest import DIGITS_TINY, TINY
+from conftest import DIGITS_TINY, TINY, run_cli
 from PIL import Image
 from test_serve import start_server, stop, wait_healthy
-from tiny_runs import FINETUNE_TINY, train_tiny
+from tiny_runs import FINETUNE_TINY, copy_run
 
 from enfold.runtime.images import encode_png
 
@@ -37,8 +36,9 @@ UNBOUNDED = {"max_tiles": 10**7, "max_aspect": 10**6, "max_pixels": 10**9}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("hostile"), steps=4)
+def runs(tiny_runs):
+    """The session's tiny runs (shared: a test that writes into one works on a copy)."""
+    return tiny_runs
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +73,12 @@ async def timed(coro) -> tuple[httpx.Response, float]:
 
 
 def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """``enfold ARGS`` through the console entry point, in process: exit code and stderr."""
-    from enfold.cli.app import main
-
-    monkeypatch.setattr(sys, "argv", ["enfold", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    return exc.value.code, capsys.readouterr().err
+    """``enfold ARGS`` through the console entry point, in process: exit code and stderr.
+    conftest's ``run_cli`` does the work and captures on its own; the fixture arguments are
+    kept for this helper's callers."""
+    del monkeypatch, capsys
+    proc = run_cli(*args, check=False)
+    return proc.returncode, proc.stderr
 
 
 def assert_one_line_error(code: int, err: str, *needles: str) -> None:
@@ -283,16 +282,17 @@ def test_case8_unclear_exits_are_clear(runs, tmp_path, monkeypatch, capsys):
     assert_one_line_error(code, err, "empty (0 bytes)")
 
 
-def test_case8_resume_past_max_steps_keeps_config_and_stale_temps_are_cleaned(runs):
+def test_case8_resume_past_max_steps_keeps_config_and_stale_temps_are_cleaned(runs, tmp_path):
     from enfold.config import load_config
-    from enfold.pipeline.checkpoint import LAST, save_checkpoint
+    from enfold.pipeline.checkpoint import LAST, load_checkpoint, save_checkpoint
     from enfold.pipeline.pretrain import run_pretrain
 
-    run = Path(runs["pretrain"]).parent
+    run = copy_run(runs["pretrain"], tmp_path / "run").parent  # the shared run stays as it is
+    assert load_checkpoint(run / LAST)["step"] > 2
     config = (run / "config.yaml").read_text()
     smaller = load_config(DIGITS_TINY, [*TINY, "train.compile=false", "train.max_steps=2",
                                         "eval.every=2"])
-    run_pretrain(smaller, run)  # already at step 4: nothing to train
+    run_pretrain(smaller, run)  # already past step 2: nothing to train
     assert (run / "config.yaml").read_text() == config
     stale = run / f".{LAST}.killed.tmp"
     stale.write_bytes(b"half a checkpoint")

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from test_serve import serving
-from tiny_runs import shared_tiny
 
 from enfold.runtime import load
 
@@ -24,8 +23,9 @@ DOCS = ROOT / "docs" / "deployment.md"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return shared_tiny(tmp_path_factory)
+def tiny(tiny_exports):
+    """The session's tiny runs and exports (tests/tiny_runs.py)."""
+    return tiny_exports
 
 
 @pytest.fixture(scope="module")

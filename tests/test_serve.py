@@ -15,17 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from conftest import DIGITS_TINY, ROOT, TINY, train
+from conftest import ROOT
 from PIL import Image
 
-from enfold.export.export import export_artifact
 from enfold.runtime import load
 from enfold.runtime.batching import MicroBatcher
 from enfold.runtime.images import decode_image, encode_png, model_view
 from enfold.runtime.restore import restore_image
 from enfold.runtime.server import create_app
 
-FINETUNE_TINY = ROOT / "configs" / "finetune" / "digits-tiny.yaml"
 UPLOAD_LIMIT = int(0.05 * 2**20)  # the restorer server's --max-upload-mb 0.05
 
 
@@ -89,15 +87,11 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """A tiny pretrain checkpoint and a classifier fine-tuned from it, exported to ONNX."""
-    root = tmp_path_factory.mktemp("serve")
-    tiny = [*TINY, "train.max_steps=20", "eval.every=0"]
-    pre = train("pretrain", DIGITS_TINY, root / "pre", tiny)
-    ft = train("finetune", FINETUNE_TINY, root / "ft", tiny, pretrained=pre)
-    classifier = export_artifact(str(ft), "classifier", "onnx", root / "exported",
-                                 validate=False)["artifact"]
-    return {"pretrain": str(pre), "classifier": str(classifier), "root": root}
+def models(tiny_exports, tmp_path_factory):
+    """The session's tiny pretrain checkpoint and its fine-tuned classifier exported to ONNX."""
+    return {"pretrain": str(tiny_exports["runs"]["pretrain"]),
+            "classifier": str(tiny_exports["artifacts"]["classifier"]),
+            "root": tmp_path_factory.mktemp("serve")}
 
 
 @pytest.fixture(scope="module")

@@ -7,28 +7,24 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from tiny_runs import train_tiny
+from conftest import run_cli
 
 from enfold.artifact.sidecar import read_sidecar, sidecar_path
 from enfold.errors import EnfoldError
-from enfold.export.export import export_artifact
 from enfold.runtime import load
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sidecar")
-    runs = train_tiny(root, steps=2)
-    out = root / "exports"
-    arts = {fmt: Path(export_artifact(str(runs["finetune"]), "classifier", fmt, out,
-                                      validate=False)["artifact"])
-            for fmt in ("onnx", "torchscript")}
-    return {**runs, **arts}
+def exports(tiny_exports):
+    """The session's tiny runs and their classifier exported to ONNX and TorchScript (shared:
+    the tests below edit copies)."""
+    arts = tiny_exports["artifacts"]
+    return {**tiny_exports["runs"], "onnx": arts["classifier"],
+            "torchscript": arts["classifier-ts"]}
 
 
 def tampered(src: Path, dest_dir: Path, edit=None, data: bytes | None = None) -> Path:
@@ -83,22 +79,17 @@ def test_an_edited_sidecar_is_an_error_at_load(exports, tmp_path, case, fmt):
         load(tampered(exports[fmt], tmp_path, edit=edit))
 
 
-def test_a_sidecar_that_is_not_json_is_one_line_through_the_cli(exports, tmp_path, monkeypatch,
-                                                                capsys):
-    from enfold.cli.app import main
-
+def test_a_sidecar_that_is_not_json_is_one_line_through_the_cli(exports, tmp_path):
     bad = tampered(exports["onnx"], tmp_path)
     sidecar_path(bad).write_text("{not json")
     image = tmp_path / "x.png"
     from PIL import Image
 
     Image.new("RGB", (8, 8)).save(image)
-    monkeypatch.setattr(sys, "argv", ["enfold", "predict", str(image), "--model", str(bad),
-                                      "--backend", "onnxruntime"])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    err = capsys.readouterr().err
-    assert exc.value.code == 2 and "not a readable JSON sidecar" in err
+    proc = run_cli("predict", str(image), "--model", str(bad), "--backend", "onnxruntime",
+                   check=False)
+    err = proc.stderr
+    assert proc.returncode == 2 and "not a readable JSON sidecar" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
@@ -117,18 +108,7 @@ def test_validate_compares_every_result_field_with_the_checkpoint(exports, tmp_p
     assert report["passed"]
 
 
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """``enfold ARGS`` through the console entry point, in process: exit code and stderr."""
-    from enfold.cli.app import main
-
-    monkeypatch.setattr(sys, "argv", ["enfold", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    return exc.value.code, capsys.readouterr().err
-
-
-def test_case7_damaged_onnx_and_torchscript_files_are_one_line_errors(exports, tmp_path,
-                                                                     monkeypatch, capsys):
+def test_case7_damaged_onnx_and_torchscript_files_are_one_line_errors(exports, tmp_path):
     """Truncated, random and empty .onnx files and a torch zip renamed .ts, each with a
     sidecar whose sha256 matches it (so the loader itself meets the damage): one line, exit 2,
     for predict and serve."""
@@ -151,8 +131,8 @@ def test_case7_damaged_onnx_and_torchscript_files_are_one_line_errors(exports, t
         backend = "torchscript" if fmt == "torchscript" else "onnxruntime"
         for command in (["predict", str(image)], ["serve", "--port", "0"]):
             # a named backend: "auto" lists every backend it tried, one line each
-            code, err = cli(monkeypatch, capsys, *command, "--model", str(bad), "--backend",
-                            backend)
+            proc = run_cli(*command, "--model", str(bad), "--backend", backend, check=False)
+            code, err = proc.returncode, proc.stderr
             assert code == 2, err
             assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
             assert str(bad) in err and "Traceback" not in err

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from conftest import DIGITS_TINY, ROOT, TINY, cli_env, set_args
+from conftest import DIGITS_TINY, ROOT, TINY, cli_env, run_cli, set_args
 from torch import nn
 
 from enfold.config import load_config
@@ -134,11 +134,22 @@ def test_resume_reads_a_field_added_since_the_checkpoint_as_its_default(tmp_path
             toy_parts(Exploding(bad_call=99)), tmp_path, DistInfo())
 
 
-def _pretrain_cmd(out, *extra: str) -> list[str]:
+def _pretrain_args(out) -> list[str]:
     overrides = [*TINY, "train.max_steps=60", "train.ckpt_every=5", "train.log_every=1",
                  "eval.every=1000"]
-    return [sys.executable, "-m", "enfold.cli.app", "pretrain", "--config", str(DIGITS_TINY),
-            "--out", str(out), "--no-compile", *set_args(overrides), *extra]
+    return ["pretrain", "--config", str(DIGITS_TINY), "--out", str(out), "--no-compile",
+            *set_args(overrides)]
+
+
+def _one_thread_cli(*args: str):
+    """``run_cli`` on one thread, as the killed subprocess runs (OMP_NUM_THREADS=1), so the
+    weights compare to the last bit that thread counts can change."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_cli(*args)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _final_weights(run_dir):
@@ -158,12 +169,14 @@ def _logged_step(run_dir) -> int:
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(tmp_path):
+    # the killed run is a real process (SIGKILL is the subject); the straight run and the
+    # resume run in this process
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(_pretrain_cmd(straight), check=True, capture_output=True, env=cli_env(),
-                   cwd=ROOT, timeout=600)
+    _one_thread_cli(*_pretrain_args(straight))
 
-    proc = subprocess.Popen(_pretrain_cmd(killed), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=cli_env(), cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "enfold.cli.app", *_pretrain_args(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**cli_env(), "OMP_NUM_THREADS": "1"}, cwd=ROOT)
     deadline = time.time() + 300
     while _logged_step(killed) < 23 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -172,8 +185,7 @@ def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(tmp_path):
     stopped_at = load_checkpoint(killed / "checkpoint-last.pt")["step"]
     assert 0 < stopped_at < 60
 
-    resumed = subprocess.run(_pretrain_cmd(killed), check=True, capture_output=True, text=True,
-                             env=cli_env(), cwd=ROOT, timeout=600)
+    resumed = _one_thread_cli(*_pretrain_args(killed))
     assert f"resuming from {killed / 'checkpoint-last.pt'} at step {stopped_at}" in resumed.stdout
     a, b = _final_weights(straight), _final_weights(killed)
     assert a.keys() == b.keys()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_runs import shared_tiny
+from conftest import run_cli
 
 from enfold.artifact.sidecar import read_sidecar, write_sidecar
 from enfold.errors import EnfoldError
@@ -47,9 +47,9 @@ def parse(config_path: Path):
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
+def exports(tiny_exports):
     """ONNX classifier and encoder; TorchScript classifier, restorer and energy (1:4:16)."""
-    return shared_tiny(tmp_path_factory)
+    return tiny_exports
 
 
 @pytest.mark.parametrize("target", ["classifier", "encoder"])
@@ -166,17 +166,11 @@ def test_pbtxt_escapes_strings():
 def test_cli_export_writes_repository_and_card(exports):
     root = exports["root"]
     out, repo = root / "cli-export", root / "cli-repo"
-    from typer.testing import CliRunner
-
-    from enfold.cli.app import app
-
-    # the Typer app in this process: the options' plumbing, without a second interpreter start
-    result = CliRunner().invoke(app, [
+    result = run_cli(
         "export", "--checkpoint", str(exports["runs"]["finetune"]), "--target", "classifier",
         "--format", "torchscript", "--out", str(out), "--batch", "1:2:8",
-        "--triton-repo", str(repo)])
-    assert result.exit_code == 0, result.output
-    assert "Triton entry" in result.output
+        "--triton-repo", str(repo))
+    assert "Triton entry" in result.stdout
     config = parse(repo / "classifier" / "config.pbtxt")
     assert config.max_batch_size == 8
     card = (out / "README.md").read_text()
