@@ -17,8 +17,8 @@ import enfold
 
 PACKAGE = Path(enfold.__file__).parent
 # top-level part of ``enfold.<part>`` -> its layer; a module may import its own layer and below
-LAYER = {"errors": 0, "config": 1, "output_files": 1, "model": 1, "data": 1, "corrupt": 1,
-         "pipeline": 2, "artifact": 3, "export": 4, "runtime": 5, "zoo": 5, "cli": 6}
+LAYER = {"errors": 0, "digest": 0, "config": 1, "output_files": 1, "model": 1, "data": 1,
+         "corrupt": 1, "pipeline": 2, "artifact": 3, "export": 4, "runtime": 5, "zoo": 5, "cli": 6}
 
 
 def _modules() -> dict[str, Path]:

@@ -95,8 +95,7 @@ class FreeFormHoles:
     name: str = "mask"
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.ratio < 1.0:
-            raise ConfigError(f"corrupt.mask.ratio must be in (0, 1), got {self.ratio}")
+        check_hole_ratio(self.ratio)
 
     def __call__(self, img: torch.Tensor, generator: torch.Generator
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -104,6 +103,12 @@ class FreeFormHoles:
         coverage = self.ratio * _uniform(generator, 0.5, 1.0)
         weight = freeform_holes(h, w, coverage, generator)
         return fill_holes(img, weight, self.fill, self.mean, generator), img, weight
+
+
+def check_hole_ratio(ratio: float) -> None:
+    """The share of an image the holes cover must leave something visible and hide something."""
+    if not 0.0 < ratio < 1.0:
+        raise ConfigError(f"corrupt.mask.ratio must be in (0, 1), got {ratio}")
 
 
 def fill_holes(img: torch.Tensor, weight: torch.Tensor, fill: str, mean: list[float],

@@ -9,7 +9,7 @@ import torch
 
 from enfold.config import MaskConfig
 from enfold.corrupt.context import CorruptionContext
-from enfold.corrupt.freeform import FreeFormHoles, fill_holes
+from enfold.corrupt.freeform import FreeFormHoles, check_hole_ratio, fill_holes
 from enfold.corrupt.registry import Corrupted, patch_grid, patch_mask_to_pixels, register
 from enfold.errors import ConfigError
 
@@ -25,8 +25,7 @@ class MaskPatches:
     name: str = "mask"
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.ratio < 1.0:
-            raise ConfigError(f"corrupt.mask.ratio must be in (0, 1), got {self.ratio}")
+        check_hole_ratio(self.ratio)
 
     def __call__(self, img: torch.Tensor, generator: torch.Generator) -> Corrupted:
         _, h, w = img.shape

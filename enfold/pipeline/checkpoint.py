@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from enfold.digest import file_sha256  # noqa: F401  (re-exported)
 from enfold.errors import EnfoldError, NonFiniteWeightsError
 
 LAST = "checkpoint-last.pt"
@@ -90,14 +91,3 @@ def check_finite_weights(state: Any, where: str) -> None:
         raise NonFiniteWeightsError(
             f"{where} holds NaN or infinite weights ({shown}); it cannot give answers: use an "
             "earlier checkpoint (a run stops before a non-finite update) or train again")
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -11,13 +11,13 @@ Only JSON and paths here: listing or resolving a model loads no model code.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from enfold.digest import file_sha256  # noqa: F401  (re-exported)
 from enfold.errors import EnfoldError
 
 SHIPPED_ZOO = Path(__file__).resolve().parent
@@ -184,12 +184,3 @@ def resolve(name_or_path: str | Path, zoo: str | Path | None = None) -> Path:
 
 def _raise(message: str) -> Path:
     raise UnknownModelError(message)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
