@@ -28,6 +28,8 @@ KNN_K = 10
 DEFAULTS = {"restorer": {"count": 32}, "classifier": {"count": 1000},
             "encoder": {"count": 1000, "bank_per_class": 100}}
 REFERENCE_IMAGES = 4  # images in the fixed input of the recorded outputs
+# a noise-level restorer is scored at one level, the one the earlier specialists trained at
+NOISE_SIGMA = 0.1
 
 
 def load_run_config(path: str | Path):
@@ -82,15 +84,33 @@ def restorer_inputs(session, cfg, count: int, seed: int):
 
     source = _source(cfg, "heldout", count)
     images = torch.from_numpy(_stack(source, range(min(count, len(source)))))
-    corruption = task_corruption(session.metadata, session.metadata["task"])
+    meta = session.metadata
+    if "sigma" in session.restorer_inputs:  # one noise level for a comparable number
+        meta = {**meta, "corrupt": {**meta["corrupt"],
+                                    "noise": {"sigma": NOISE_SIGMA, "sigma_max": None}}}
+    corruption = task_corruption(meta, meta["task"])
     return corrupt_batch(corruption, images, seed)
+
+
+def restorer_extra(session, count: int, weight: torch.Tensor) -> dict[str, np.ndarray]:
+    """The second input a restorer's graph takes besides the images: the noise level of a
+    noise-level restorer (the one the inputs were corrupted with), or the hole mask of a mask
+    restorer (the corruption's own weight)."""
+    inputs = session.restorer_inputs
+    extra: dict[str, np.ndarray] = {}
+    if "sigma" in inputs:
+        extra["sigma"] = np.full((count,), NOISE_SIGMA, np.float32)
+    if "mask" in inputs:
+        extra["mask"] = weight.float().numpy()
+    return extra
 
 
 def _restorer(session, cfg, count: int, seed: int) -> dict[str, Any]:
     from enfold.runtime.restore import assemble
 
     corrupted, clean, weight = restorer_inputs(session, cfg, count, seed)
-    restored = torch.as_tensor(session.restore(corrupted.numpy()))
+    restored = torch.as_tensor(session.restore(
+        corrupted.numpy(), **restorer_extra(session, corrupted.shape[0], weight)))
     h, w = corrupted.shape[-2:]
     psnr_in, psnr_out = [], []
     for i in range(corrupted.shape[0]):

@@ -52,15 +52,35 @@ def _timm_features(artifact: Path, pixels: np.ndarray) -> np.ndarray:
         return vit.forward_head(vit.forward_features(x), pre_logits=True).float().numpy()
 
 
-def _outputs(artifact: Path, pixels: np.ndarray, backend: str) -> tuple[str, str, np.ndarray]:
-    """``(target, precision, raw outputs)`` of ``artifact`` on ``pixels``."""
+def fixed_extras(names: list[str], pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """A restorer's other inputs for the fixed input: the noise level 0.1 for every image, a
+    mask with every other 4x4 block missing."""
+    b, _, h, w = pixels.shape
+    extras: dict[str, np.ndarray] = {}
+    if "sigma" in names:
+        extras["sigma"] = np.full((b,), 0.1, np.float32)
+    if "mask" in names:
+        yy, xx = np.meshgrid(np.arange(h) // 4, np.arange(w) // 4, indexing="ij")
+        extras["mask"] = np.broadcast_to(((yy + xx) % 2 == 0).astype(np.float32),
+                                         (b, 1, h, w)).copy()
+    return extras
+
+
+def _outputs(artifact: Path, pixels: np.ndarray, backend: str,
+             extras: dict[str, np.ndarray] | None = None
+             ) -> tuple[str, str, np.ndarray, dict[str, np.ndarray]]:
+    """``(target, precision, raw outputs, the restorer's other inputs)`` of ``artifact`` on
+    ``pixels`` (``extras``: given, or :func:`fixed_extras` for what the restorer takes)."""
     if _is_timm(artifact):
-        return "encoder", "fp32", _timm_features(artifact, pixels)
+        return "encoder", "fp32", _timm_features(artifact, pixels), {}
     from enfold.runtime import load
 
     session = load(artifact, backend=backend, device="cpu")
     target = session.metadata["target"]
-    return target, session.metadata.get("precision", "fp32"), session.raw(target, pixels)
+    if extras is None:
+        extras = fixed_extras(session.restorer_inputs if target == "restorer" else [], pixels)
+    return (target, session.metadata.get("precision", "fp32"),
+            session.raw(target, pixels, **extras), extras)
 
 
 def record_reference(artifact: str | Path, pixels: np.ndarray,
@@ -69,11 +89,12 @@ def record_reference(artifact: str | Path, pixels: np.ndarray,
     the raw outputs and the artifact's sha256 beside it; returns the file."""
     artifact = Path(artifact)
     pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-    target, precision, out = _outputs(artifact, pixels, backend)
+    target, precision, out, extras = _outputs(artifact, pixels, backend)
     path = reference_path(artifact)
     np.savez_compressed(path, input=pixels, output=out, target=np.array(target),
                         precision=np.array(precision),
-                        artifact_sha256=np.array(file_sha256(artifact)))
+                        artifact_sha256=np.array(file_sha256(artifact)),
+                        **{f"extra_{k}": v for k, v in extras.items()})
     return path
 
 
@@ -93,6 +114,7 @@ def check_reference(artifact: str | Path, reference: str | Path | None = None,
         with np.load(reference, allow_pickle=False) as data:
             pixels, recorded = data["input"], data["output"]
             recorded_sha = str(data["artifact_sha256"])
+            extras = {k[len("extra_"):]: data[k] for k in data.files if k.startswith("extra_")}
     except (OSError, KeyError, ValueError) as exc:
         raise EnfoldError(f"{reference} is not a reference file of recorded outputs ({exc!r}); "
                           "rebuild it with benchmarks/build_zoo.py") from exc
@@ -101,8 +123,9 @@ def check_reference(artifact: str | Path, reference: str | Path | None = None,
         raise ReferenceMismatch(f"{reference} records the outputs of another file (sha256 "
                                 f"{recorded_sha[:12]}..., {artifact} has {sha[:12]}...): pass "
                                 "the reference recorded for this artifact")
-    target, precision, out = _outputs(artifact, pixels, backend)
-    _, _, first = _outputs(artifact, pixels[:1], backend)  # batch 1 on its own
+    target, precision, out, _ = _outputs(artifact, pixels, backend, extras)
+    _, _, first, _ = _outputs(artifact, pixels[:1], backend,  # batch 1 on its own
+                              {k: v[:1] for k, v in extras.items()})
     if out.shape != recorded.shape:
         raise ReferenceMismatch(f"{artifact} gives outputs of shape {out.shape}, recorded "
                                 f"{recorded.shape}")
