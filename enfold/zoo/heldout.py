@@ -183,7 +183,9 @@ def measure(artifact: str | Path, config: str | Path, count: int | None = None, 
         metric = _restorer(session, cfg, count, seed)
         what = "crops" if cfg.data.source.startswith("photos") else "images"
         metric["dataset"] = (f"{cfg.data.source} held-out, the first {metric['images']} fixed "
-                             f"{size} {what}, {session.metadata['task']} corruption seed {seed}")
+                             f"{size} {what}, {session.metadata['task']} corruption"
+                             + (f" at sigma {NOISE_SIGMA}" if "sigma" in session.restorer_inputs
+                                else "") + f" seed {seed}")
     elif target == "classifier":
         metric = _classifier(session, cfg, count)
         metric["dataset"] = f"{cfg.data.source} held-out, the first {metric['images']} images"
