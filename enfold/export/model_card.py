@@ -118,11 +118,23 @@ def _io(meta: dict[str, Any]) -> str:
 
 def _checkpoint_section(ckpt: str, exports: list[tuple[Path, dict[str, Any]]]) -> list[str]:
     """Data, recipe, numbers and reproduction for the exports of one checkpoint."""
-    from enfold.config import config_from_checkpoint, to_dict
+    lines = [f"## From `{ckpt}`", ""]
+    state, cfg, notice = _read_checkpoint(ckpt, exports[0][1])
+    if state is None or cfg is None:
+        return lines + notice
+    path = Path(ckpt)
+    return (lines + _model_details(state, cfg, exports[0][1]) + _training_data(state, cfg)
+            + _recipe(cfg, path) + _measured_numbers(state, path) + _validations(exports)
+            + _reproduce(state, path, exports))
+
+
+def _read_checkpoint(ckpt: str, meta0: dict[str, Any]
+                     ) -> tuple[dict[str, Any] | None, Any, list[str]]:
+    """``(state, config, [])`` of the checkpoint, or ``(None, None, lines)`` saying why the
+    card cannot describe it (gone from this machine, or written by another enfold)."""
+    from enfold.config import config_from_checkpoint
     from enfold.pipeline.checkpoint import load_checkpoint
 
-    meta0 = exports[0][1]
-    lines = [f"## From `{ckpt}`", ""]
     path = Path(ckpt)
     state: dict[str, Any] | None = None
     if path.is_file():
@@ -131,31 +143,41 @@ def _checkpoint_section(ckpt: str, exports: list[tuple[Path, dict[str, Any]]]) -
         except EnfoldError:
             state = None
     if state is None:
-        lines += [f"The checkpoint is not at `{ckpt}` on this machine any more (its sha256 was "
-                  f"`{meta0.get('checkpoint_sha256')}`), so its recipe and training numbers "
-                  "are not shown.", ""]
-        return lines
+        return None, None, [
+            f"The checkpoint is not at `{ckpt}` on this machine any more (its sha256 was "
+            f"`{meta0.get('checkpoint_sha256')}`), so its recipe and training numbers "
+            "are not shown.", ""]
     try:
         cfg = config_from_checkpoint(state["config"])
     except EnfoldError as exc:  # a checkpoint from another enfold version: say so, keep going
-        lines += [f"The checkpoint's config cannot be read by this enfold ({exc}), so its "
-                  "recipe and training numbers are not shown.", ""]
-        return lines
-    stage = state.get("stage")
-    m, d, t = cfg.model, cfg.data, cfg.train
-    lines += ["### Model details", "",
-              f"- Stage: {stage}, step {state.get('step')}; sha256 "
-              f"`{meta0.get('checkpoint_sha256')}`",
-              f"- Architecture: timm `{m.arch}` at {m.img_size}x{m.img_size} pixels, "
-              f"{m.in_chans} channels, patch {m.patch_size}, depth {m.depth or 'as the arch'}, "
-              f"width {m.embed_dim or 'as the arch'}, {m.num_heads or 'arch default'} heads",
-              f"- Energy head `{m.energy_head}`, K = {m.steps} restoration steps"
-              + (f"; fine-tuning mode `{state.get('finetune_mode')}`"
-                 if stage == "finetune" else ""),
-              f"- Libraries at training: {json.dumps(state.get('versions', {}))}", ""]
-    lines += ["### Training data", "",
-              f"- Source `{d.source}`, normalised with mean {list(d.mean)} and std {list(d.std)}"]
-    if stage == "finetune":
+        return None, None, [f"The checkpoint's config cannot be read by this enfold ({exc}), "
+                            "so its recipe and training numbers are not shown.", ""]
+    return state, cfg, []
+
+
+def _model_details(state: dict[str, Any], cfg: Any, meta0: dict[str, Any]) -> list[str]:
+    """The card's "Model details": stage, architecture, head, libraries."""
+    stage, m = state.get("stage"), cfg.model
+    return ["### Model details", "",
+            f"- Stage: {stage}, step {state.get('step')}; sha256 "
+            f"`{meta0.get('checkpoint_sha256')}`",
+            f"- Architecture: timm `{m.arch}` at {m.img_size}x{m.img_size} pixels, "
+            f"{m.in_chans} channels, patch {m.patch_size}, depth {m.depth or 'as the arch'}, "
+            f"width {m.embed_dim or 'as the arch'}, {m.num_heads or 'arch default'} heads",
+            f"- Energy head `{m.energy_head}`, K = {m.steps} restoration steps"
+            + (f"; fine-tuning mode `{state.get('finetune_mode')}`"
+               if stage == "finetune" else ""),
+            f"- Libraries at training: {json.dumps(state.get('versions', {}))}", ""]
+
+
+def _training_data(state: dict[str, Any], cfg: Any) -> list[str]:
+    """The card's "Training data": source, normalisation, classes or pretext tasks."""
+    from enfold.config import to_dict
+
+    d = cfg.data
+    lines = ["### Training data", "",
+             f"- Source `{d.source}`, normalised with mean {list(d.mean)} and std {list(d.std)}"]
+    if state.get("stage") == "finetune":
         classes = list(state.get("classes", []))
         lines.append(f"- {len(classes)} classes: {', '.join(classes[:20])}"
                      + (" ..." if len(classes) > 20 else "")
@@ -166,14 +188,24 @@ def _checkpoint_section(ckpt: str, exports: list[tuple[Path, dict[str, Any]]]) -
         tasks = to_dict(cfg.corrupt)
         lines.append(f"- Pretext tasks (corruptions): {', '.join(cfg.corrupt.tasks)}; settings "
                      + "; ".join(f"{k} {tasks[k]}" for k in cfg.corrupt.tasks if k in tasks))
-    lines += ["", "### Recipe", "",
-              f"- {t.max_steps} steps of AdamW, batch {d.batch_size} x {t.accum_steps} "
-              f"accumulation per process, base lr {t.base_lr} per {t.lr_batch_base} images, "
-              f"warmup {t.warmup_steps}, weight decay {t.weight_decay}, seed {t.seed}, "
-              f"{'bf16' if t.bf16 else 'fp32'}",
-              f"- Full resolved config: `{path.parent / 'config.yaml'}`", ""]
+    return lines
+
+
+def _recipe(cfg: Any, path: Path) -> list[str]:
+    """The card's "Recipe": optimiser settings and where the full config is."""
+    d, t = cfg.data, cfg.train
+    return ["", "### Recipe", "",
+            f"- {t.max_steps} steps of AdamW, batch {d.batch_size} x {t.accum_steps} "
+            f"accumulation per process, base lr {t.base_lr} per {t.lr_batch_base} images, "
+            f"warmup {t.warmup_steps}, weight decay {t.weight_decay}, seed {t.seed}, "
+            f"{'bf16' if t.bf16 else 'fp32'}",
+            f"- Full resolved config: `{path.parent / 'config.yaml'}`", ""]
+
+
+def _measured_numbers(state: dict[str, Any], path: Path) -> list[str]:
+    """The card's "Measured numbers": the run's last metrics and its eval.json, as a table."""
     last, evaluation = _run_numbers(path.parent)
-    lines += ["### Measured numbers", ""]
+    lines = ["### Measured numbers", ""]
     shown = {k: v for k, v in last.items() if k.startswith("eval/") or k in ("loss",)}
     if shown or evaluation:
         lines += ["| metric | value | at step |", "| --- | --- | --- |"]
@@ -183,6 +215,12 @@ def _checkpoint_section(ckpt: str, exports: list[tuple[Path, dict[str, Any]]]) -
     else:
         lines.append(f"No metrics.jsonl beside the checkpoint ({path.parent}).")
     lines.append("")
+    return lines
+
+
+def _validations(exports: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+    """One line per export: its validation report against PyTorch, or that it has none."""
+    lines = []
     for artifact, _ in exports:
         report_path = Path(str(artifact) + VALIDATION_SUFFIX)
         if report_path.is_file():
@@ -196,10 +234,16 @@ def _checkpoint_section(ckpt: str, exports: list[tuple[Path, dict[str, Any]]]) -
         else:
             lines.append(f"- `{artifact.name}` was exported with --no-validate: not compared "
                          "with PyTorch")
+    return lines
+
+
+def _reproduce(state: dict[str, Any], path: Path,
+               exports: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+    """The card's "Reproduce": the training command and the export commands."""
     # a new run directory: the run's own --out would resume the finished run, not retrain it
     again = f"{path.parent}-again"
-    lines += ["", "### Reproduce", "", "```bash"]
-    if stage == "finetune":
+    lines = ["", "### Reproduce", "", "```bash"]
+    if state.get("stage") == "finetune":
         pre = state.get("pretrained")
         lines.append(f"enfold finetune --config {path.parent / 'config.yaml'} "
                      + (f"--pretrained {pre} " if pre else "") + f"--out {again}")

@@ -11,6 +11,7 @@ ops that TensorRT's ONNX parser supports.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,20 +98,42 @@ def heldout_inputs(checkpoint: str, meta: dict[str, Any], count: int):
             normalize(clean, cfg.data.mean, cfg.data.std), weight), cfg
 
 
-def validate_artifact(artifact: str | Path, checkpoint: str, batches: tuple[int, ...] = (1, 3, 8),
-                      count: int = 64, tolerance: float | None = None,
-                      device: str = "cpu") -> dict[str, Any]:
-    """Compare ``artifact``, run as ``enfold.runtime.load`` runs it, with PyTorch eager on the
-    checkpoint; raise :class:`ValidationError` beyond tolerance."""
-    from enfold.data import denormalize, normalize
-    from enfold.pipeline.restoration_eval import region_psnr
+@dataclass
+class Runs:
+    """The artifact's and PyTorch's outputs on the same held-out images (:func:`run_both`):
+    ``by_batch`` for each requested batch size (``batches``) on its own, ``out`` and ``ref``
+    over the ``usable`` images (a multiple of the largest batch), and those images in pixels
+    and normalised."""
 
-    artifact = Path(artifact)
-    meta = read_sidecar(artifact)
-    report: dict[str, Any] = {"artifact": str(artifact), "target": meta["target"],
-                              "format": meta["format"], "precision": meta["precision"]}
-    if meta["format"] == "onnx":
-        report.update(check_onnx_graph(artifact))
+    batches: tuple[int, ...]
+    by_batch: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    out: torch.Tensor
+    ref: torch.Tensor
+    usable: int
+    inputs: torch.Tensor
+    pixels: torch.Tensor
+    clean: torch.Tensor
+    weight: torch.Tensor
+    mean: Any
+    std: Any
+
+
+@dataclass
+class Verdict:
+    """The tolerance an artifact is held to, its worst error and whether it passed."""
+
+    tolerance: float
+    worst: float
+    passed: bool
+
+
+def run_both(artifact: Path, checkpoint: str, meta: dict[str, Any], batches: tuple[int, ...],
+             count: int, device: str) -> Runs:
+    """Run ``artifact`` (as ``enfold.runtime.load`` runs it) and PyTorch eager on the
+    checkpoint over ``count`` held-out images; ValidationError when the sidecar disagrees with
+    the checkpoint."""
+    from enfold.data import normalize
+
     target = meta["target"]
     # The artifact runs in the session users get from enfold.runtime.load (its normalisation,
     # batch cutting and padding); PyTorch sees the same pixels normalised by the data pipeline.
@@ -141,43 +164,79 @@ def validate_artifact(artifact: str | Path, checkpoint: str, batches: tuple[int,
     if step > inputs.shape[0]:
         raise EnfoldError(f"batch {step} exceeds the {inputs.shape[0]} held-out images")
     usable = inputs.shape[0] - inputs.shape[0] % step
-    per_batch = {}
     with torch.no_grad():
-        for b in batches:  # each requested batch size on its own
-            out, ref = run(0, b), reference_run(0, b)
-            per_batch[str(b)] = float((out - ref).abs().max())
+        by_batch = {b: (run(0, b), reference_run(0, b)) for b in batches}  # each on its own
         for start in range(0, usable, step):  # the whole held-out set at the largest batch
             outs.append(run(start, start + step))
             refs.append(reference_run(start, start + step))
-    out, ref = torch.cat(outs), torch.cat(refs)
+    return Runs(tuple(batches), by_batch, torch.cat(outs), torch.cat(refs), usable, inputs,
+                pixels, clean, weight, cfg.data.mean, cfg.data.std)
+
+
+def compare(target: str, runs: Runs) -> dict[str, Any]:
+    """How far the artifact's outputs are from PyTorch's: max and mean absolute error (also per
+    batch size), top-1 agreement for classifiers, update error and PSNRs for restorers."""
+    from enfold.data import denormalize
+    from enfold.pipeline.restoration_eval import region_psnr
+
+    out, ref, usable = runs.out, runs.ref, runs.usable
     err = (out - ref).abs()
-    report.update(images=int(out.shape[0]), batches=list(batches), max_abs_by_batch=per_batch,
-                  max_abs_error=float(err.max()), mean_abs_error=float(err.mean()))
-    if meta["target"] == "classifier":
-        report["top1_agreement"] = float((out.argmax(1) == ref.argmax(1)).float().mean())
-    if meta["target"] == "restorer":
-        x0 = inputs[:usable]
+    metrics: dict[str, Any] = {
+        "images": int(out.shape[0]), "batches": list(runs.batches),
+        "max_abs_by_batch": {str(b): float((o - r).abs().max())
+                             for b, (o, r) in runs.by_batch.items()},
+        "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean())}
+    if target == "classifier":
+        metrics["top1_agreement"] = float((out.argmax(1) == ref.argmax(1)).float().mean())
+    if target == "restorer":
+        x0 = runs.inputs[:usable]
         update_err = ((out - x0) - (ref - x0)).abs().max()
-        pix = [denormalize(t, cfg.data.mean, cfg.data.std) for t in (out, ref)]
-        pix += [clean[:usable], pixels[:usable]]
-        w = weight[:usable]
+        pix = [denormalize(t, runs.mean, runs.std) for t in (out, ref)]
+        pix += [runs.clean[:usable], runs.pixels[:usable]]
+        w = runs.weight[:usable]
         full = torch.ones_like(w)
-        report.update(
+        metrics.update(
             max_abs_update_error=float(update_err),
             psnr_artifact_vs_pytorch=float(region_psnr(pix[0], pix[1], full).mean()),
             psnr_artifact_vs_clean=float(region_psnr(pix[0], pix[2], w).mean()),
             psnr_pytorch_vs_clean=float(region_psnr(pix[1], pix[2], w).mean()),
             psnr_input_vs_clean=float(region_psnr(pix[3], pix[2], w).mean()),
         )
-    tol = tolerance if tolerance is not None else TOLERANCE[meta["precision"]]
-    if tolerance is None and meta["precision"] == "fp16":
+    return metrics
+
+
+def verdict(precision: str, metrics: dict[str, Any], ref: torch.Tensor,
+            tolerance: float | None = None) -> Verdict:
+    """Whether ``metrics`` (:func:`compare`) are within ``tolerance`` (default: the
+    precision's, relative to the output's scale ``ref`` for fp16) and every top-1 agrees."""
+    tol = tolerance if tolerance is not None else TOLERANCE[precision]
+    if tolerance is None and precision == "fp16":
         tol *= max(1.0, float(ref.abs().max()))
-    report["tolerance"] = tol
-    worst = max(report["max_abs_error"], *per_batch.values())
-    report["passed"] = bool(worst <= tol and report.get("top1_agreement", 1.0) == 1.0)
-    if not report["passed"]:
+    worst = max(metrics["max_abs_error"], *metrics["max_abs_by_batch"].values())
+    return Verdict(tol, worst,
+                   bool(worst <= tol and metrics.get("top1_agreement", 1.0) == 1.0))
+
+
+def validate_artifact(artifact: str | Path, checkpoint: str, batches: tuple[int, ...] = (1, 3, 8),
+                      count: int = 64, tolerance: float | None = None,
+                      device: str = "cpu") -> dict[str, Any]:
+    """Compare ``artifact``, run as ``enfold.runtime.load`` runs it, with PyTorch eager on the
+    checkpoint; raise :class:`ValidationError` beyond tolerance. The steps: :func:`run_both`,
+    :func:`compare`, :func:`verdict`."""
+    artifact = Path(artifact)
+    meta = read_sidecar(artifact)
+    report: dict[str, Any] = {"artifact": str(artifact), "target": meta["target"],
+                              "format": meta["format"], "precision": meta["precision"]}
+    if meta["format"] == "onnx":
+        report.update(check_onnx_graph(artifact))
+    runs = run_both(artifact, checkpoint, meta, batches, count, device)
+    report.update(compare(meta["target"], runs))
+    result = verdict(meta["precision"], report, runs.ref, tolerance)
+    report.update(tolerance=result.tolerance, passed=result.passed)
+    if not result.passed:
         raise ValidationError(
-            f"{artifact} differs from PyTorch: max abs error {worst:.3g} (tolerance {tol:g} for "
-            f"{meta['precision']}), top-1 agreement {report.get('top1_agreement', 'n/a')}"
+            f"{artifact} differs from PyTorch: max abs error {result.worst:.3g} (tolerance "
+            f"{result.tolerance:g} for {meta['precision']}), top-1 agreement "
+            f"{report.get('top1_agreement', 'n/a')}"
         )
     return report

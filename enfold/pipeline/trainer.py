@@ -14,7 +14,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,21 +200,10 @@ class Trainer:
 
     def fit(self) -> Path:
         """Train to ``train.max_steps``; return the path of the last checkpoint."""
-        tc, dist = self.tc, self.dist
-        if dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            # A run already past max_steps trains nothing: its config.yaml keeps describing it
-            if self.step < tc.max_steps:
-                save_config(self.cfg, self.out / "config.yaml")
-            (self.out / "versions.json").write_text(json.dumps(library_versions(), indent=2))
-            print(
-                f"{self.parts.stage}: effective batch {self.effective_batch} "
-                f"({self.cfg.data.batch_size} x {tc.accum_steps} accum x {dist.world_size} procs), "
-                f"lr = {tc.base_lr:g} * {self.effective_batch} / {tc.lr_batch_base} = "
-                f"{self.peak_lr:.3g}, device {dist.device}, compile {tc.compile}",
-                flush=True,
-            )
-        self.progress = Progress(tc.max_steps, self.step, enabled=dist.is_main)
+        tc = self.tc
+        if self.dist.is_main:
+            self._announce()
+        self.progress = Progress(tc.max_steps, self.step, enabled=self.dist.is_main)
         if self.step >= tc.max_steps:
             self.progress.message(f"already at step {self.step} >= max_steps {tc.max_steps}")
             self.progress.close()
@@ -223,50 +212,13 @@ class Trainer:
         batches = iter(self.parts.build_loader(self.parts.train_dataset, self.step * per_step))
         model = self._wrapped_model()
         self.model.train()
-        autocast = torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=tc.bf16)
         t_last, n_images = time.perf_counter(), 0
         try:
             while self.step < tc.max_steps:
-                seed = step_seed(tc.seed, dist.rank, self.step)
-                torch.manual_seed(seed)
-                np.random.seed(seed % 2**32)  # timm's mixup draws from numpy and random
-                random.seed(seed)
-                lr = lr_at(self.step, self.peak_lr, tc.max_steps, tc.warmup_steps,
-                           scaled_floor(tc.min_lr, tc.base_lr, self.peak_lr))
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr * group.get("lr_scale", 1.0)
-                loss_sum = torch.zeros((), device=dist.device)
-                parts_sum: dict[str, torch.Tensor] = {}
-                for micro in range(tc.accum_steps):
-                    batch = [t.to(dist.device, non_blocking=True) for t in next(batches)]
-                    if self.parts.batch_transform is not None:
-                        batch = self.parts.batch_transform(batch)
-                    last_micro = micro == tc.accum_steps - 1
-                    sync = (model.no_sync() if dist.distributed and not last_micro
-                            and hasattr(model, "no_sync") else nullcontext())
-                    with sync, autocast:
-                        loss, loss_parts = model(*batch)
-                    with sync:
-                        (loss / tc.accum_steps).backward()
-                    loss_sum += loss.detach().float() / tc.accum_steps
-                    for k, v in loss_parts.items():
-                        parts_sum[k] = parts_sum.get(k, 0) + v.float() / tc.accum_steps
-                    n_images += batch[0].shape[0]
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    self.params, tc.clip_grad if tc.clip_grad else float("inf")
-                )
-                loss_value = float(loss_sum)
-                finite = bool(np.isfinite(loss_value) and torch.isfinite(grad_norm))
-                if not all_true(finite, dist):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({loss_value}) or gradient at step {self.step}; stopped "
-                        f"before the update, so {self.last_path} still holds the last good "
-                        "weights. Lower train.base_lr, set train.clip_grad, or check the data."
-                    )
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step += 1
+                lr = self._start_step()
+                loss_sum, parts_sum, images = self._accumulate(model, batches)
+                n_images += images
+                loss_value, grad_norm = self._update(loss_sum)
                 self._after_step(loss_value, parts_sum, grad_norm, lr, n_images, t_last)
                 if self.step % tc.log_every == 0:
                     t_last, n_images = time.perf_counter(), 0
@@ -279,6 +231,83 @@ class Trainer:
         finally:
             self.progress.close()
         return self.last_path
+
+    def _announce(self) -> None:
+        """Rank 0: the run directory, its config and library versions, and one line saying
+        the effective batch, the learning rate and the device."""
+        tc, dist = self.tc, self.dist
+        self.out.mkdir(parents=True, exist_ok=True)
+        # A run already past max_steps trains nothing: its config.yaml keeps describing it
+        if self.step < tc.max_steps:
+            save_config(self.cfg, self.out / "config.yaml")
+        (self.out / "versions.json").write_text(json.dumps(library_versions(), indent=2))
+        print(
+            f"{self.parts.stage}: effective batch {self.effective_batch} "
+            f"({self.cfg.data.batch_size} x {tc.accum_steps} accum x {dist.world_size} procs), "
+            f"lr = {tc.base_lr:g} * {self.effective_batch} / {tc.lr_batch_base} = "
+            f"{self.peak_lr:.3g}, device {dist.device}, compile {tc.compile}",
+            flush=True,
+        )
+
+    def _start_step(self) -> float:
+        """Seed every generator for this step and set this step's learning rate (returned)."""
+        tc = self.tc
+        seed = step_seed(tc.seed, self.dist.rank, self.step)
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)  # timm's mixup draws from numpy and random
+        random.seed(seed)
+        lr = lr_at(self.step, self.peak_lr, tc.max_steps, tc.warmup_steps,
+                   scaled_floor(tc.min_lr, tc.base_lr, self.peak_lr))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        return lr
+
+    def _accumulate(self, model: nn.Module, batches: Iterator[Any]
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        """Forward and backward over ``train.accum_steps`` micro-batches (gradients synced
+        across processes on the last only): the mean loss, its mean parts, the images seen."""
+        tc, dist = self.tc, self.dist
+        autocast = torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=tc.bf16)
+        loss_sum = torch.zeros((), device=dist.device)
+        parts_sum: dict[str, torch.Tensor] = {}
+        n_images = 0
+        for micro in range(tc.accum_steps):
+            batch = [t.to(dist.device, non_blocking=True) for t in next(batches)]
+            if self.parts.batch_transform is not None:
+                batch = self.parts.batch_transform(batch)
+            last_micro = micro == tc.accum_steps - 1
+            sync = (model.no_sync() if dist.distributed and not last_micro
+                    and hasattr(model, "no_sync") else nullcontext())
+            with sync, autocast:
+                loss, loss_parts = model(*batch)
+            with sync:
+                (loss / tc.accum_steps).backward()
+            loss_sum += loss.detach().float() / tc.accum_steps
+            for k, v in loss_parts.items():
+                parts_sum[k] = parts_sum.get(k, 0) + v.float() / tc.accum_steps
+            n_images += batch[0].shape[0]
+        return loss_sum, parts_sum, n_images
+
+    def _update(self, loss_sum: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Clip the gradients and take the optimizer step: ``(loss, gradient norm)``. A
+        non-finite loss or gradient on any process stops the run before the update."""
+        tc = self.tc
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.params, tc.clip_grad if tc.clip_grad else float("inf")
+        )
+        loss_value = float(loss_sum)
+        finite = bool(np.isfinite(loss_value) and torch.isfinite(grad_norm))
+        if not all_true(finite, self.dist):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss_value}) or gradient at step {self.step}; stopped "
+                f"before the update, so {self.last_path} still holds the last good "
+                "weights. Lower train.base_lr, set train.clip_grad, or check the data."
+            )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss_value, grad_norm
 
     def _after_step(self, loss: float, parts: dict, grad_norm: torch.Tensor, lr: float,
                     n_images: int, t_last: float) -> None:

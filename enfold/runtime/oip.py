@@ -349,80 +349,92 @@ async def read_body(request: Any) -> bytes:
 # ----------------------------------------------------------------------------- the router
 
 
-def oip_router(session: InferenceSession, max_batch: int, max_wait_ms: float,
-               decode_slots: asyncio.Semaphore | None = None,
-               max_json_depth: int = MAX_JSON_DEPTH, max_json_elements: int | None = None,
-               prefix: str | None = None) -> tuple["APIRouter", list[MicroBatcher]]:
-    """A FastAPI router speaking the protocol for ``session``, and the batchers to stop at
-    shutdown. Request bodies are parsed while holding one of ``decode_slots`` (shared with the
-    server's image decoding: the memory of concurrent parses stays bounded)."""
-    from importlib.metadata import PackageNotFoundError, version
+class OipEndpoints:
+    """The protocol's endpoints over ``models`` (name -> :class:`OipModel`): one method per
+    endpoint; :func:`oip_router` binds each to its route. A :class:`ProtocolError` raised by
+    an endpoint is answered in the protocol's error form (:meth:`guarded`). Request bodies are
+    parsed while holding one of ``slots`` (shared with the server's image decoding)."""
 
-    from fastapi import APIRouter, Request
-    from fastapi.responses import JSONResponse, Response
+    def __init__(self, models: dict[str, OipModel], slots: asyncio.Semaphore,
+                 server_version: str) -> None:
+        self.models = models
+        self.slots = slots
+        self.server_version = server_version
 
-    models = build_models(session, max_batch, max_wait_ms, max_json_depth, max_json_elements,
-                          prefix)
-    slots = decode_slots if decode_slots is not None else asyncio.Semaphore(2)
-    router = APIRouter()
-    try:
-        server_version = version("enfold")
-    except PackageNotFoundError:
-        server_version = "unknown"
+    @staticmethod
+    def error(message: str, status: int = 400) -> Any:
+        """The protocol's error answer: ``{"error": message}``."""
+        from fastapi.responses import JSONResponse
 
-    def error(message: str, status: int = 400) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
-    def find(name: str, model_version: str | None = None) -> OipModel:
-        if name not in models:
+    def find(self, name: str, model_version: str | None = None) -> OipModel:
+        """The model called ``name`` (at ``model_version``), or a 404 ProtocolError."""
+        if name not in self.models:
             raise ProtocolError(f"unknown model {name!r}; this server has "
-                                f"{', '.join(sorted(models))}", 404)
+                                f"{', '.join(sorted(self.models))}", 404)
         if model_version not in (None, VERSION):
             raise ProtocolError(f"model {name!r} has version {VERSION} only, not "
                                 f"{model_version!r}", 404)
-        return models[name]
+        return self.models[name]
 
-    @router.get("/v2")
-    async def server_metadata() -> dict[str, Any]:
-        return {"name": "enfold", "version": server_version,
-                "extensions": ["binary_tensor_data", "model_configuration", "statistics"]}
-
-    @router.get("/v2/health/live")
-    async def live() -> Response:
-        return Response(status_code=200)
-
-    @router.get("/v2/health/ready")
-    async def ready() -> Response:
-        return Response(status_code=200)  # models load before the server listens
-
-    async def guarded(fn: Any, *args: Any) -> Any:
+    async def guarded(self, fn: Any, *args: Any) -> Any:
+        """``await fn(*args)``, a ProtocolError answered as :meth:`error`."""
         try:
             return await fn(*args)
         except ProtocolError as exc:
-            return error(str(exc), exc.status)
+            return self.error(str(exc), exc.status)
 
-    async def _metadata(name: str, model_version: str | None = None) -> dict[str, Any]:
-        return find(name, model_version).metadata()
+    async def server_metadata(self) -> dict[str, Any]:
+        """``GET /v2``."""
+        return {"name": "enfold", "version": self.server_version,
+                "extensions": ["binary_tensor_data", "model_configuration", "statistics"]}
 
-    async def _ready(name: str, model_version: str | None = None) -> Response:
-        find(name, model_version)
+    async def live(self) -> Any:
+        """``GET /v2/health/live``."""
+        from fastapi.responses import Response
+
         return Response(status_code=200)
 
-    async def _config(name: str, model_version: str | None = None) -> dict[str, Any]:
-        return find(name, model_version).config
+    async def ready(self) -> Any:
+        """``GET /v2/health/ready``: models load before the server listens."""
+        from fastapi.responses import Response
 
-    async def _stats(name: str, model_version: str | None = None) -> dict[str, Any]:
-        model = find(name, model_version)
+        return Response(status_code=200)
+
+    async def model_metadata(self, name: str, model_version: str | None = None
+                             ) -> dict[str, Any]:
+        """``GET /v2/models/{name}``: inputs and outputs."""
+        return self.find(name, model_version).metadata()
+
+    async def model_ready(self, name: str, model_version: str | None = None) -> Any:
+        """``GET /v2/models/{name}/ready``."""
+        self.find(name, model_version)
+        return await self.ready()
+
+    async def model_config(self, name: str, model_version: str | None = None
+                           ) -> dict[str, Any]:
+        """``GET /v2/models/{name}/config``: the Triton configuration."""
+        return self.find(name, model_version).config
+
+    async def model_stats(self, name: str, model_version: str | None = None
+                          ) -> dict[str, Any]:
+        """``GET /v2/models/{name}/stats``: inference and execution counts."""
+        model = self.find(name, model_version)
         c = model.batcher.counters
         return {"model_stats": [{"name": model.name, "version": VERSION,
                                  "inference_count": c.images, "execution_count": c.batches,
                                  "batch_sizes": {str(k): v for k, v in sorted(c.sizes.items())}
                                  }]}
 
-    async def _infer(request: Request, name: str, model_version: str | None = None) -> Any:
-        model = find(name, model_version)
+    async def infer(self, request: Any, name: str, model_version: str | None = None) -> Any:
+        """``POST /v2/models/{name}/infer``: the request parsed (in a decode slot), batched,
+        run and encoded; a model failure on a well-formed request is a 500."""
+        from fastapi.responses import Response
+
+        model = self.find(name, model_version)
         body = await read_body(request)
-        async with slots:
+        async with self.slots:
             parsed, x, binary = await asyncio.to_thread(
                 parse_request, model, body, request.headers.get(HEADER_LENGTH))
         del body  # not cached on the request (as Request.body() would): freed while it runs
@@ -431,24 +443,76 @@ def oip_router(session: InferenceSession, max_batch: int, max_wait_ms: float,
             content, headers = await asyncio.to_thread(encode_response, model, parsed,
                                                        out.rows.numpy(), binary)
         except NonFiniteOutputError as exc:
-            return error(str(exc), 500)
+            return self.error(str(exc), 500)
         except Exception as exc:  # the model failed on a well-formed request: a server error
-            return error(f"model {name!r} failed: {type(exc).__name__}: {exc}", 500)
+            return self.error(f"model {name!r} failed: {type(exc).__name__}: {exc}", 500)
         headers["X-Batch-Size"] = str(out.batch_size)
         return Response(content, headers=headers)
 
+    async def repository_index(self) -> list[dict[str, str]]:
+        """``POST /v2/repository/index``: the served models, all READY."""
+        return [{"name": name, "version": VERSION, "state": "READY"}
+                for name in sorted(self.models)]
+
+    async def list_models(self) -> dict[str, list[dict[str, Any]]]:
+        """Every served model's metadata (an extension: the protocol lists them only through
+        the repository index)."""
+        return {"models": [self.models[name].metadata() for name in sorted(self.models)]}
+
+    async def unknown(self, method: str, path: str) -> Any:
+        """Any other ``/v2`` path: the protocol's 404."""
+        hint = " (infer takes POST)" if path.endswith("/infer") else ""
+        return self.error(f"unknown endpoint {method} /v2/{path}{hint}", 404)
+
+
+def _server_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("enfold")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def oip_router(session: InferenceSession, max_batch: int, max_wait_ms: float,
+               decode_slots: asyncio.Semaphore | None = None,
+               max_json_depth: int = MAX_JSON_DEPTH, max_json_elements: int | None = None,
+               prefix: str | None = None) -> tuple["APIRouter", list[MicroBatcher]]:
+    """A FastAPI router speaking the protocol for ``session``, and the batchers to stop at
+    shutdown. Request bodies are parsed while holding one of ``decode_slots`` (shared with the
+    server's image decoding: the memory of concurrent parses stays bounded)."""
+    models = build_models(session, max_batch, max_wait_ms, max_json_depth, max_json_elements,
+                          prefix)
+    slots = decode_slots if decode_slots is not None else asyncio.Semaphore(2)
+    router = _bind_oip(OipEndpoints(models, slots, _server_version()))
+    router.models = models  # type: ignore[attr-defined]  # name -> OipModel, for listings
+    return router, [m.batcher for m in models.values()]
+
+
+def _bind_oip(oip: OipEndpoints) -> "APIRouter":
+    """A router with a thin binding from every protocol route to its :class:`OipEndpoints`
+    method (FastAPI reads the bindings' signatures)."""
+    from fastapi import APIRouter, Request
+    from fastapi.responses import JSONResponse
+
+    router = APIRouter()
+    router.add_api_route("/v2", oip.server_metadata, methods=["GET"])
+    # these answer a bare Response: no response model
+    router.add_api_route("/v2/health/live", oip.live, methods=["GET"], response_model=None)
+    router.add_api_route("/v2/health/ready", oip.ready, methods=["GET"], response_model=None)
+
     def endpoints(fn: Any) -> tuple[Any, Any]:
         async def plain(name: str) -> Any:
-            return await guarded(fn, name)
+            return await oip.guarded(fn, name)
 
         async def versioned(name: str, model_version: str) -> Any:
-            return await guarded(fn, name, model_version)
+            return await oip.guarded(fn, name, model_version)
 
         return plain, versioned
 
     # each route with and without /versions/{model_version}, as the protocol allows both
-    for suffix, fn in [("", _metadata), ("/ready", _ready), ("/config", _config),
-                       ("/stats", _stats)]:
+    for suffix, fn in [("", oip.model_metadata), ("/ready", oip.model_ready),
+                       ("/config", oip.model_config), ("/stats", oip.model_stats)]:
         plain, versioned = endpoints(fn)
         router.add_api_route(f"/v2/models/{{name}}{suffix}", plain, methods=["GET"])
         router.add_api_route(f"/v2/models/{{name}}/versions/{{model_version}}{suffix}",
@@ -456,27 +520,18 @@ def oip_router(session: InferenceSession, max_batch: int, max_wait_ms: float,
 
     @router.post("/v2/models/{name}/infer")
     async def infer(request: Request, name: str) -> Any:
-        return await guarded(_infer, request, name)
+        return await oip.guarded(oip.infer, request, name)
 
     @router.post("/v2/models/{name}/versions/{model_version}/infer")
     async def infer_versioned(request: Request, name: str, model_version: str) -> Any:
-        return await guarded(_infer, request, name, model_version)
+        return await oip.guarded(oip.infer, request, name, model_version)
 
-    @router.post("/v2/repository/index")
-    async def repository_index() -> list[dict[str, str]]:
-        return [{"name": name, "version": VERSION, "state": "READY"} for name in sorted(models)]
-
-    @router.get("/v2/models")
-    async def list_models() -> dict[str, list[dict[str, Any]]]:
-        """Every served model's metadata (an extension: the protocol lists them only through
-        the repository index)."""
-        return {"models": [models[name].metadata() for name in sorted(models)]}
+    router.add_api_route("/v2/repository/index", oip.repository_index, methods=["POST"])
+    router.add_api_route("/v2/models", oip.list_models, methods=["GET"])
 
     # registered last: any other /v2 path gets the protocol's error form, not FastAPI's
     @router.api_route("/v2/{path:path}", methods=["GET", "POST"])
     async def unknown(request: Request, path: str) -> JSONResponse:
-        hint = " (infer takes POST)" if path.endswith("/infer") else ""
-        return error(f"unknown endpoint {request.method} /v2/{path}{hint}", 404)
+        return await oip.unknown(request.method, path)
 
-    router.models = models  # type: ignore[attr-defined]  # name -> OipModel, for listings
-    return router, [m.batcher for m in models.values()]
+    return router

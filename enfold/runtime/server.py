@@ -9,8 +9,11 @@ run as one batch by a :class:`MicroBatcher`; every batched response says the bat
 computed in (header ``X-Batch-Size``). Decoding, corruption and PNG encoding run in worker
 threads so the event loop keeps accepting requests while the model runs.
 
+The endpoints are the methods of :class:`V1Endpoints`; :func:`create_app` builds the app and
+its middlewares and routes each endpoint to its method (:func:`_bind_v1`).
+
 Note: this module deliberately has no ``from __future__ import annotations``: FastAPI reads the
-endpoint signatures (closures inside :func:`create_app`) at runtime.
+route bindings' signatures (in :func:`_bind_v1`) at runtime.
 """
 
 import asyncio
@@ -110,6 +113,257 @@ def _finish_restore(rest: "Restoration") -> tuple[bytes, dict[str, str]]:
     return encode_png(rest.restored), headers
 
 
+class V1Endpoints:
+    """The ``/v1`` endpoints (and ``/healthz``) over one session and its batchers: one method
+    per endpoint, each checking its request, running it and shaping the answer. The FastAPI
+    routes that call them are thin bindings (:func:`_bind_v1`)."""
+
+    def __init__(self, session: InferenceSession, batchers: dict[str, MicroBatcher],
+                 decode_slots: asyncio.Semaphore, *, max_batch: int, max_wait_ms: float,
+                 max_upload_bytes: int, budget: WorkBudget, request_timeout_s: float | None,
+                 max_json_depth: int, max_json_elements: int | None,
+                 connections: ConnectionLimits | None) -> None:
+        self.session = session
+        self.batchers = batchers
+        self.decode_slots = decode_slots  # shared with /v2: bounds decoding memory
+        self.meta = session.metadata
+        self.size = session.img_size
+        self.max_batch, self.max_wait_ms = max_batch, max_wait_ms
+        self.max_upload_bytes = max_upload_bytes
+        self.budget = budget
+        self.request_timeout_s = request_timeout_s
+        self.max_json_depth, self.max_json_elements = max_json_depth, max_json_elements
+        self.connections = connections
+
+    # ------------------------------------------------------------------------- helpers
+
+    def batcher_for(self, endpoint: str) -> MicroBatcher:
+        """The endpoint's batcher, or a 404 naming the artifact that would serve it."""
+        if endpoint not in self.batchers:
+            need = ENDPOINT_TARGETS[endpoint]
+            how = ("a fine-tuned classifier (enfold export --target classifier)"
+                   if need == "classifier" else
+                   f"an {need} artifact" if need[0] in "aeiou" else f"a {need} artifact")
+            if need != "classifier":
+                how += f" (enfold export --target {need}) or a pretrain checkpoint"
+            raise _http_error(404, f"this model serves {', '.join(self.session.targets)}; "
+                                   f"/v1/{endpoint} needs {how}")
+        return self.batchers[endpoint]
+
+    async def read_upload(self, file: Any) -> bytes:
+        """The upload's bytes, or a 413 when it is over the upload limit."""
+        data = await file.read(self.max_upload_bytes + 1)
+        if len(data) > self.max_upload_bytes:
+            raise _http_error(413, too_large_message(self.max_upload_bytes))
+        return data
+
+    async def decode(self, fn: Any, *args: Any) -> torch.Tensor:
+        """``fn(*args)`` in a worker thread holding a decode slot: 413 or 422 over the work
+        budget, 415 when it is not an image."""
+        try:
+            async with self.decode_slots:
+                return await asyncio.to_thread(fn, *args)
+        except LimitError as exc:
+            raise _limit_error(exc) from exc
+        except EnfoldError as exc:
+            raise _http_error(415, str(exc)) from exc
+
+    async def read_image(self, file: Any, view: bool) -> torch.Tensor:
+        """The upload as the model's view ``(C, S, S)`` (``view``) or the whole ``(C, H, W)``
+        image in [0, 1]: 413 or 422 over the work budget (checked from the header), 400 or 415
+        when it is not an image."""
+        data = await self.read_upload(file)
+        name = Path(file.filename or "upload").name[:200] or "upload"
+        if not data:
+            raise _http_error(400, f"{name} is empty: upload an image file in field 'file'")
+        if view:
+            return await self.decode(decode_view, data, self.meta, name, self.budget)
+        return await self.decode(decode_image, data, self.session.in_chans, name, self.budget,
+                                 self.size)
+
+    async def model_batch(self, file: Any) -> torch.Tensor:
+        """The upload as a batch of one model view."""
+        return (await self.read_image(file, view=True))[None]
+
+    # ------------------------------------------------------------------------- endpoints
+
+    async def healthz(self) -> dict[str, str]:
+        """``GET /healthz``."""
+        return {"status": "ok"}
+
+    async def metadata(self) -> dict[str, Any]:
+        """``GET /v1/metadata``: the model, its endpoints, the batching and every limit."""
+        # the checkpoint's path on this machine is not the client's business; its hash stays
+        public = {k: v for k, v in self.meta.items() if k != "checkpoint"}
+        budget, connections = self.budget, self.connections
+        return {**_json_safe(public), "backend": self.session.describe(),
+                "targets": self.session.targets,
+                "endpoints": [f"/v1/{e}" for e in self.batchers],
+                "batching": {"max_batch": self.max_batch, "max_wait_ms": self.max_wait_ms},
+                "max_upload_bytes": self.max_upload_bytes,
+                "limits": {"max_pixels": budget.max_pixels, "max_aspect": budget.max_aspect,
+                           "max_tiles": budget.max_tiles, "decode_slots": DECODE_SLOTS,
+                           "request_timeout_s": self.request_timeout_s,
+                           "max_json_depth": self.max_json_depth,
+                           "max_json_elements": self.max_json_elements,
+                           **({"max_connections": connections.max_connections,
+                               "header_timeout_s": connections.header_timeout_s,
+                               "keep_alive_s": connections.keep_alive_s}
+                              if connections is not None else {})}}
+
+    async def stats(self) -> dict[str, Any]:
+        """``GET /v1/stats``: every batcher's counters."""
+        return {endpoint: batcher.stats() for endpoint, batcher in self.batchers.items()}
+
+    async def classify(self, file: Any, top_k: int) -> Any:
+        """``POST /v1/classify``: the top ``top_k`` labels and their scores."""
+        from fastapi.responses import JSONResponse
+
+        batcher = self.batcher_for("classify")
+        out = await batcher.submit(await self.model_batch(file))
+        ranked = self.session.top_k(out.rows, top_k)[0]
+        return JSONResponse({"label": ranked[0][0],
+                             "top_k": [{"label": label, "score": score}
+                                       for label, score in ranked]},
+                            headers={"X-Batch-Size": str(out.batch_size)})
+
+    async def energy(self, file: Any) -> Any:
+        """``POST /v1/energy``: the upload's energy."""
+        from fastapi.responses import JSONResponse
+
+        batcher = self.batcher_for("energy")
+        out = await batcher.submit(await self.model_batch(file))
+        return JSONResponse({"energy": float(out.rows[0])},
+                            headers={"X-Batch-Size": str(out.batch_size)})
+
+    async def restore(self, file: Any, task: str | None, sigma: float | None,
+                      scale: int | None, mask: Any, simulate: bool, seed: int,
+                      keep_known: bool) -> Any:
+        """``POST /v1/restore``: the restored image as a PNG, described in its headers."""
+        from fastapi.responses import Response
+
+        batcher = self.batcher_for("restore")
+        if not task and not self.meta.get("task"):
+            raise _http_error(422, "this artifact names no default task: pass the form "
+                                   "field 'task'")
+        try:  # checked before the upload is decoded: a typo costs no CPU
+            name = check_restore_options(self.session, task, simulate, sigma, scale,
+                                         mask is not None)
+        except EnfoldError as exc:
+            raise _http_error(422, str(exc)) from exc
+        img = await self.read_image(file, view=False)
+        if scale:  # the answer is scale^2 times the upload's pixels: within the budget too
+            try:
+                self.budget.check(img.shape[-1] * scale, img.shape[-2] * scale,
+                                  f"{file.filename or 'upload'} enlarged {scale} times",
+                                  self.size)
+            except LimitError as exc:
+                raise _limit_error(exc) from exc
+        holes = None
+        if mask is not None:
+            data = await self.read_upload(mask)
+            holes = await self.decode(decode_image, data, 1, "the mask", self.budget)
+        rest, batch_size = await self.run_restore(
+            batcher, img, name, seed, simulate, keep_known, sigma=sigma, scale=scale,
+            mask=holes)
+        png, headers = await asyncio.to_thread(_finish_restore, rest)
+        headers["X-Batch-Size"] = str(batch_size)
+        return Response(png, media_type="image/png", headers=headers)
+
+    async def run_restore(self, batcher: MicroBatcher, img: torch.Tensor, name: str,
+                          *args: Any, **options: Any) -> tuple[Restoration, int]:
+        """:func:`restore_image` in a worker thread, and the largest batch its tiles ran in.
+        Plain restorers share the micro-batcher with other requests; those with sigma or mask
+        inputs run directly. When the request is cancelled the remaining tiles are skipped."""
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        pending: list[Any] = []
+        sizes = [0]
+
+        def run(tiles: torch.Tensor, **extra: Any) -> torch.Tensor:
+            """One batch of tiles from the worker thread."""
+            if stop.is_set():
+                raise asyncio.CancelledError
+            if extra:
+                sizes[0] = max(sizes[0], tiles.shape[0])
+                return self.session.restore(tiles, **extra)
+            fut = asyncio.run_coroutine_threadsafe(batcher.submit(tiles), loop)
+            pending[:] = [fut]
+            out = fut.result()
+            sizes[0] = max(sizes[0], out.batch_size)
+            return out.rows
+
+        try:
+            rest = await asyncio.to_thread(restore_image, self.session, img, name, *args,
+                                           **options, run=run)
+        except EnfoldError as exc:  # e.g. a mask of another size than the image
+            raise _http_error(422, str(exc)) from exc
+        except BaseException:
+            stop.set()  # the client left or the request timed out: skip the remaining tiles
+            for fut in pending:
+                fut.cancel()
+            raise
+        return rest, sizes[0]
+
+
+def _http_error(status: int, detail: str) -> Exception:
+    """FastAPI's HTTPException (imported on use: FastAPI is an optional extra)."""
+    from fastapi import HTTPException
+
+    return HTTPException(status, detail)
+
+
+def _limit_error(exc: LimitError) -> Exception:
+    """The HTTP error for an upload over a work limit (:data:`LIMIT_STATUS`)."""
+    return _http_error(LIMIT_STATUS.get(exc.limit, 413), str(exc))
+
+
+def _bind_v1(app: "FastAPI", v1: V1Endpoints) -> None:
+    """Route ``/healthz`` and ``/v1/...`` to ``v1``'s methods. The upload endpoints get thin
+    bindings: FastAPI reads their form fields from these signatures."""
+    from fastapi import File, Form, UploadFile
+    from fastapi.responses import JSONResponse, Response
+
+    app.add_api_route("/healthz", v1.healthz, methods=["GET"])
+    app.add_api_route("/v1/metadata", v1.metadata, methods=["GET"])
+    app.add_api_route("/v1/stats", v1.stats, methods=["GET"])
+
+    @app.post("/v1/classify")
+    async def classify(file: UploadFile = File(...), top_k: int = Form(5, ge=1)
+                       ) -> JSONResponse:
+        return await v1.classify(file, top_k)
+
+    @app.post("/v1/energy")
+    async def energy(file: UploadFile = File(...)) -> JSONResponse:
+        return await v1.energy(file)
+
+    @app.post("/v1/restore")
+    async def restore(file: UploadFile = File(...), task: str | None = Form(None),
+                      sigma: float | None = Form(None), scale: int | None = Form(None),
+                      mask: UploadFile | None = File(None), simulate: bool = Form(False),
+                      seed: int = Form(0, ge=0, le=MAX_SEED), keep_known: bool = Form(True),
+                      degraded: bool = Form(False)) -> Response:
+        # ``degraded`` is accepted and ignored, for old clients: uploads are degraded by default
+        return await v1.restore(file, task, sigma, scale, mask, simulate, seed, keep_known)
+
+
+def _add_error_handlers(app: "FastAPI") -> None:
+    """A 500 that says why for a non-finite output and for any other failure."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    @app.exception_handler(NonFiniteOutputError)
+    async def non_finite(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": str(exc)}, status_code=500)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback after this response; the server keeps running.
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"},
+                            status_code=500)
+
+
 def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: float = 5.0,
                max_upload_bytes: int = 10 * 2**20, budget: WorkBudget = DEFAULT_BUDGET,
                request_timeout_s: float | None = None, max_json_depth: int = MAX_JSON_DEPTH,
@@ -130,9 +384,6 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
     fastapi = _import_fastapi()
     from contextlib import asynccontextmanager
 
-    from fastapi import File, Form, HTTPException, Request, UploadFile
-    from fastapi.responses import JSONResponse, Response
-
     if max_upload_bytes < 1:
         raise EnfoldError(f"the upload limit must be positive, got {max_upload_bytes} bytes")
     def finite(target: str) -> Any:
@@ -141,13 +392,15 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
     batchers = {endpoint: MicroBatcher(getattr(session, TARGET_METHODS[target]), max_batch,
                                        max_wait_ms, name=endpoint, check=finite(target))
                 for endpoint, target in ENDPOINT_TARGETS.items() if target in session.targets}
-    meta = session.metadata
-    size = session.img_size
     # Images decoded and JSON bodies parsed at once, /v1 and /v2 together: bounds their memory.
     decode_slots = asyncio.Semaphore(DECODE_SLOTS)
-    # the Open Inference Protocol (/v2/...) beside the endpoints below: runtime/oip.py
+    # the Open Inference Protocol (/v2/...) beside the /v1 endpoints: runtime/oip.py
     oip, oip_batchers = oip_router(session, max_batch, max_wait_ms, decode_slots,
                                    max_json_depth, max_json_elements, prefix=name)
+    v1 = V1Endpoints(session, batchers, decode_slots, max_batch=max_batch,
+                     max_wait_ms=max_wait_ms, max_upload_bytes=max_upload_bytes, budget=budget,
+                     request_timeout_s=request_timeout_s, max_json_depth=max_json_depth,
+                     max_json_elements=max_json_elements, connections=connections)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -164,167 +417,8 @@ def create_app(session: InferenceSession, max_batch: int = 16, max_wait_ms: floa
     app.add_middleware(UploadLimit, max_upload_bytes=max_upload_bytes)
     app.add_middleware(RequestGuard, timeout_s=request_timeout_s)  # wraps the rest
     app.add_middleware(AmbiguousFraming)  # outermost: refused before anything reads the body
-
-    @app.exception_handler(NonFiniteOutputError)
-    async def non_finite(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": str(exc)}, status_code=500)
-
-    @app.exception_handler(Exception)
-    async def internal_error(_request: Request, exc: Exception) -> JSONResponse:
-        # Starlette logs the traceback after this response; the server keeps running.
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"},
-                            status_code=500)
-
-    def batcher_for(endpoint: str) -> MicroBatcher:
-        if endpoint not in batchers:
-            need = ENDPOINT_TARGETS[endpoint]
-            how = ("a fine-tuned classifier (enfold export --target classifier)"
-                   if need == "classifier" else
-                   f"an {need} artifact" if need[0] in "aeiou" else f"a {need} artifact")
-            if need != "classifier":
-                how += f" (enfold export --target {need}) or a pretrain checkpoint"
-            raise HTTPException(404, f"this model serves {', '.join(session.targets)}; "
-                                     f"/v1/{endpoint} needs {how}")
-        return batchers[endpoint]
-
-    async def read_image(file: UploadFile, view: bool) -> torch.Tensor:
-        """The upload as the model's view ``(C, S, S)`` (``view``) or the whole ``(C, H, W)``
-        image in [0, 1]: 413 or 422 over the work budget (checked from the header), 400 or 415
-        when it is not an image."""
-        data = await file.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            raise HTTPException(413, too_large_message(max_upload_bytes))
-        name = Path(file.filename or "upload").name[:200] or "upload"
-        if not data:
-            raise HTTPException(400, f"{name} is empty: upload an image file in field 'file'")
-        try:
-            async with decode_slots:
-                if view:
-                    return await asyncio.to_thread(decode_view, data, meta, name, budget)
-                return await asyncio.to_thread(decode_image, data, session.in_chans, name,
-                                               budget, size)
-        except LimitError as exc:
-            raise HTTPException(LIMIT_STATUS.get(exc.limit, 413), str(exc)) from exc
-        except EnfoldError as exc:
-            raise HTTPException(415, str(exc)) from exc
-
-    async def model_batch(file: UploadFile) -> torch.Tensor:
-        return (await read_image(file, view=True))[None]
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/v1/metadata")
-    async def metadata() -> dict[str, Any]:
-        # the checkpoint's path on this machine is not the client's business; its hash stays
-        public = {k: v for k, v in meta.items() if k != "checkpoint"}
-        return {**_json_safe(public), "backend": session.describe(), "targets": session.targets,
-                "endpoints": [f"/v1/{e}" for e in batchers],
-                "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms},
-                "max_upload_bytes": max_upload_bytes,
-                "limits": {"max_pixels": budget.max_pixels, "max_aspect": budget.max_aspect,
-                           "max_tiles": budget.max_tiles, "decode_slots": DECODE_SLOTS,
-                           "request_timeout_s": request_timeout_s,
-                           "max_json_depth": max_json_depth,
-                           "max_json_elements": max_json_elements,
-                           **({"max_connections": connections.max_connections,
-                               "header_timeout_s": connections.header_timeout_s,
-                               "keep_alive_s": connections.keep_alive_s}
-                              if connections is not None else {})}}
-
-    @app.get("/v1/stats")
-    async def stats() -> dict[str, Any]:
-        return {endpoint: batcher.stats() for endpoint, batcher in batchers.items()}
-
-    @app.post("/v1/classify")
-    async def classify(file: UploadFile = File(...), top_k: int = Form(5, ge=1)
-                       ) -> JSONResponse:
-        batcher = batcher_for("classify")
-        out = await batcher.submit(await model_batch(file))
-        ranked = session.top_k(out.rows, top_k)[0]
-        return JSONResponse({"label": ranked[0][0],
-                             "top_k": [{"label": label, "score": score}
-                                       for label, score in ranked]},
-                            headers={"X-Batch-Size": str(out.batch_size)})
-
-    @app.post("/v1/energy")
-    async def energy(file: UploadFile = File(...)) -> JSONResponse:
-        batcher = batcher_for("energy")
-        out = await batcher.submit(await model_batch(file))
-        return JSONResponse({"energy": float(out.rows[0])},
-                            headers={"X-Batch-Size": str(out.batch_size)})
-
-    @app.post("/v1/restore")
-    async def restore(file: UploadFile = File(...), task: str | None = Form(None),
-                      sigma: float | None = Form(None), scale: int | None = Form(None),
-                      mask: UploadFile | None = File(None), simulate: bool = Form(False),
-                      seed: int = Form(0, ge=0, le=MAX_SEED), keep_known: bool = Form(True),
-                      degraded: bool = Form(False)) -> Response:
-        # ``degraded`` is accepted and ignored, for old clients: uploads are degraded by default
-        batcher = batcher_for("restore")
-        if not task and not meta.get("task"):
-            raise HTTPException(422, "this artifact names no default task: pass the form "
-                                     "field 'task'")
-        try:  # checked before the upload is decoded: a typo costs no CPU
-            name = check_restore_options(session, task, simulate, sigma, scale,
-                                         mask is not None)
-        except EnfoldError as exc:
-            raise HTTPException(422, str(exc)) from exc
-        img = await read_image(file, view=False)
-        if scale:  # the answer is scale^2 times the upload's pixels: within the budget too
-            try:
-                budget.check(img.shape[-1] * scale, img.shape[-2] * scale,
-                             f"{file.filename or 'upload'} enlarged {scale} times", size)
-            except LimitError as exc:
-                raise HTTPException(LIMIT_STATUS.get(exc.limit, 413), str(exc)) from exc
-        holes = None
-        if mask is not None:
-            data = await mask.read(max_upload_bytes + 1)
-            if len(data) > max_upload_bytes:
-                raise HTTPException(413, too_large_message(max_upload_bytes))
-            try:
-                async with decode_slots:
-                    holes = await asyncio.to_thread(decode_image, data, 1, "the mask", budget)
-            except LimitError as exc:
-                raise HTTPException(LIMIT_STATUS.get(exc.limit, 413), str(exc)) from exc
-            except EnfoldError as exc:
-                raise HTTPException(415, str(exc)) from exc
-        loop = asyncio.get_running_loop()
-        stop = threading.Event()
-        pending: list[Any] = []
-        sizes = [0]
-
-        def run(tiles: torch.Tensor, **extra: Any) -> torch.Tensor:
-            """One batch of tiles from the worker thread; plain restorers share the micro-
-            batcher with other requests, those with sigma or mask inputs run directly."""
-            if stop.is_set():
-                raise asyncio.CancelledError
-            if extra:
-                sizes[0] = max(sizes[0], tiles.shape[0])
-                return session.restore(tiles, **extra)
-            fut = asyncio.run_coroutine_threadsafe(batcher.submit(tiles), loop)
-            pending[:] = [fut]
-            out = fut.result()
-            sizes[0] = max(sizes[0], out.batch_size)
-            return out.rows
-
-        try:
-            rest = await asyncio.to_thread(
-                restore_image, session, img, name, seed, simulate, keep_known, sigma=sigma,
-                scale=scale, mask=holes, run=run)
-        except EnfoldError as exc:  # e.g. a mask of another size than the image
-            raise HTTPException(422, str(exc)) from exc
-        except BaseException:
-            stop.set()  # the client left or the request timed out: skip the remaining tiles
-            for fut in pending:
-                fut.cancel()
-            raise
-        png, headers = await asyncio.to_thread(_finish_restore, rest)
-        headers["X-Batch-Size"] = str(sizes[0])
-        return Response(png, media_type="image/png", headers=headers)
-
+    _add_error_handlers(app)
+    _bind_v1(app, v1)
     return app
 
 
