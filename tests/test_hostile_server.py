@@ -231,7 +231,8 @@ def nan_session(path: Path):
     """A real session whose runner answers NaN (a model that produces non-finite values)."""
     session = load(path)
     run = session._run
-    session._run = lambda target, x: run(target, x) * np.float32("nan")  # type: ignore
+    session._run = (  # type: ignore[method-assign]
+        lambda target, x, *extra: run(target, x, *extra) * np.float32("nan"))
     return session
 
 

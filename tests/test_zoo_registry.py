@@ -93,7 +93,8 @@ def test_restore_task_without_model_uses_the_shipped_one(zoo, tmp_path):
     img = tmp_path / "in.png"
     Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
                     ).save(img)
-    result = invoke("restore", str(img), "--task", "mask", "--out", str(tmp_path / "out"))
+    result = invoke("restore", str(img), "--task", "mask", "--simulate", "--out",
+                    str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "in.png").is_file()
     report = json.loads((tmp_path / "out" / "restore.json").read_text())
