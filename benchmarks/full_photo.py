@@ -380,7 +380,10 @@ def fmt(v: float | None, digits: int = 2) -> str:
 
 def report(args, rows: list[dict], big: dict | None, levels: list[dict], minutes: float,
            models: dict[str, str]) -> str:
-    lines = ["## Full photos: seamless restoration, speed and memory (held-out photos)", "",
+    title = ("## Full photos: seamless restoration, speed and memory (held-out photos)"
+             if args.section == "full_photo" else
+             f"### Full photos, continued: {', '.join(models)} (a run of its own)")
+    lines = [title, "",
              f"Command: `{args.command}`. Machine: {os.cpu_count()} CPU threads "
              f"({platform.machine()}), torch {torch.__version__}, every method on the same "
              f"threads; took {minutes:.1f} min. Models: "
@@ -454,6 +457,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "full_photo")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/RESULTS.md")
+    parser.add_argument("--section", default="full_photo",
+                        help="the docs/RESULTS.md section to write (a partial run: its own)")
     args = parser.parse_args(argv)
     args.command = " ".join(["python benchmarks/full_photo.py", *(sys.argv[1:] if argv is None
                                                                  else argv)])
@@ -482,13 +487,13 @@ def main(argv: list[str] | None = None) -> None:
                               args.seed)
     minutes = (time.time() - t0) / 60
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "full_photo.json").write_text(json.dumps(
+    (args.out / f"{args.section}.json").write_text(json.dumps(
         {"models": models, "photos": rows, "big": big, "noise_levels": levels,
          "minutes": minutes}, indent=2))
     text = report(args, rows, big, levels, minutes, models)
     print(text)
     if not args.no_doc:
-        write_section(RESULTS, "full_photo", text)
+        write_section(RESULTS, args.section, text)
 
 
 if __name__ == "__main__":
