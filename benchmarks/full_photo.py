@@ -210,7 +210,8 @@ def enfold_restore(session, img: torch.Tensor, task: str, stride: int | None = N
                    **options) -> torch.Tensor:
     from enfold.runtime.restore import restore_image
 
-    return restore_image(session, img, task, stride=stride, **options).restored
+    runtime_task = "sr" if task == "sr4" else task  # sr4 is the sr task at scale 4
+    return restore_image(session, img, runtime_task, stride=stride, **options).restored
 
 
 # ----------------------------------------------------------------------------- experiments
