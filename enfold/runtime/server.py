@@ -296,6 +296,8 @@ class V1Endpoints:
         try:
             rest = await asyncio.to_thread(restore_image, self.session, img, name, *args,
                                            **options, run=run)
+        except NonFiniteOutputError:
+            raise  # the model's fault, not the request's: the app answers 500
         except EnfoldError as exc:  # e.g. a mask of another size than the image
             raise _http_error(422, str(exc)) from exc
         except BaseException:
