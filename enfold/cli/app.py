@@ -467,6 +467,10 @@ def restore(
     mask: Path | None = typer.Option(
         None, "--mask", help="mask: an image of the inputs' size, white where pixels are "
                              "missing (any shape)."),
+    tile_stride: int | None = typer.Option(
+        None, "--tile-stride", min=1,
+        help="Pixels between overlapping tiles' corners, a multiple of the patch size (default: "
+             "half a tile; up to the tile size: fewer tiles, faster, less blending)."),
     simulate: bool = typer.Option(
         False, "--simulate", help="Inputs are clean: corrupt them with --task first (seeded by "
                                   "--seed), restore, and report PSNR."),
@@ -500,7 +504,7 @@ def restore(
     session = _session(model, backend, device, provider)
     results, errors = restore_files(session, files, out, task, seed, simulate, keep_known,
                                     budget, sigma=sigma, scale=scale, mask=mask,
-                                    progress=_tile_bar, overwrite=overwrite)
+                                    progress=_tile_bar, overwrite=overwrite, stride=tile_stride)
     for r in results:
         psnr = (f"  PSNR on the {r['task']} region: input {r['psnr_input']:.2f} dB -> restored "
                 f"{r['psnr_restored']:.2f} dB" if "psnr_input" in r else "")

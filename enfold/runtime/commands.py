@@ -97,7 +97,7 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
                   budget: WorkBudget = DEFAULT_BUDGET, *, sigma: float | None = None,
                   scale: int | None = None, mask: Path | None = None,
                   progress: Callable[[Path], Progress | None] | None = None,
-                  overwrite: bool = False
+                  overwrite: bool = False, stride: int | None = None
                   ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Restore each (degraded) file; write ``OUT/<name>.png`` and ``OUT/<name>-panel.png``.
 
@@ -111,7 +111,8 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
     input to its own outputs, PSNRs (``simulate``) and noise level (noise-level restorers:
     ``sigma`` and ``sigma_source``, given or estimated). Files over ``budget`` (pixels, aspect
     ratio, tiles) are refused from their header. ``progress(file)`` may return a callback
-    ``(tiles done, tiles in all)`` for that file.
+    ``(tiles done, tiles in all)`` for that file; ``stride``: pixels between tile corners
+    (default half a tile; see :func:`enfold.runtime.blend.blend_tiles`).
     Existing outputs are refused before any work unless ``overwrite``; every output is written
     by :func:`enfold.output_files.write_output` (never through a link), and one that cannot be
     written is that file's error, not the batch's.
@@ -139,7 +140,8 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
                                tile_size=session.img_size)
             rest = restore_image(session, img, task, seed=seed, simulate=simulate,
                                  keep_known=keep_known, sigma=sigma, scale=scale, mask=holes,
-                                 progress=progress(path) if progress else None)
+                                 progress=progress(path) if progress else None,
+                                 stride=stride)
         except EnfoldError as exc:
             errors[str(path)] = str(exc)
             continue
