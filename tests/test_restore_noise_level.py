@@ -55,7 +55,12 @@ def test_every_backend_feeds_sigma_and_agrees(noise_level):
         assert session.restorer_inputs == ["sigma"]
         outs[name] = session.restore(x, sigma=0.1)
         with pytest.raises(EnfoldError, match="noise level sigma"):
-            session.restore(x)
+            session.raw("restorer", x)  # the graph's own input is never guessed
+        # restore() without sigma: each image's own wavelet estimate
+        from enfold.corrupt.noise import estimate_sigma
+
+        estimates = np.array([estimate_sigma(img) for img in x], np.float32)
+        assert torch.allclose(session.restore(x), session.restore(x, sigma=estimates))
     assert torch.allclose(outs["onnxruntime"], outs["torch"], atol=1e-4)
     assert torch.allclose(outs["torchscript"], outs["torch"], atol=1e-4)
     session = load(noise_level["onnx"]["artifact"], backend="onnxruntime")

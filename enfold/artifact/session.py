@@ -95,9 +95,14 @@ class InferenceSession:
                 mask: Array | None = None) -> Array:
         """Restored pixels ``(B, C, H, W)`` in [0, 1]: K steps down the energy.
 
-        ``sigma``: the noise level in pixel units (a number or one per image) that a
-        noise-level restorer needs; ``mask``: ``(B, 1, H, W)``, 1 where pixels are missing, for
-        a mask restorer that takes one (see :attr:`restorer_inputs`)."""
+        ``sigma``: the noise level in pixel units (a number or one per image) of a noise-level
+        restorer, estimated from each image when not given; ``mask``: ``(B, 1, H, W)``, 1 where
+        pixels are missing, for a mask restorer that takes one (see :attr:`restorer_inputs`)."""
+        if sigma is None and "sigma" in self.restorer_inputs:
+            # a noise-level restorer told nothing: each image's own wavelet estimate
+            from enfold.corrupt.noise import estimate_sigma
+
+            sigma = np.array([estimate_sigma(img) for img in np.asarray(images)], np.float32)
         extra = {k: v for k, v in (("sigma", sigma), ("mask", mask)) if v is not None}
         out = self.raw("restorer", images, **extra)
         return _like(np.clip(out * self._std + self._mean, 0.0, 1.0), images)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from enfold.config import NoiseConfig
@@ -38,3 +39,14 @@ class GaussianNoise:
 @register("noise")
 def build(cfg: NoiseConfig, context: CorruptionContext) -> GaussianNoise:
     return GaussianNoise(cfg.sigma, cfg.sigma_max)
+
+
+def estimate_sigma(img: torch.Tensor | np.ndarray) -> float:
+    """The Gaussian noise level of ``(C, H, W)`` pixels in [0, 1] (pixel units), by
+    scikit-image's wavelet estimate (``skimage.restoration.estimate_sigma``), averaged over
+    channels: what a noise-level restorer is given when its caller does not know sigma."""
+    from skimage.restoration import estimate_sigma as wavelet_sigma
+
+    arr = img.detach().float().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(
+        img, dtype=np.float32)
+    return float(np.mean([wavelet_sigma(ch) for ch in arr]))

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from enfold.corrupt.noise import estimate_sigma  # noqa: F401  (re-exported)
 from enfold.errors import EnfoldError
 from enfold.runtime.blend import TILE_BATCH, Progress, blend_tiles, pad_to
 from enfold.runtime.images import tile, untile
@@ -82,16 +83,6 @@ def task_corruption(meta: dict[str, Any], task: str):
         raise EnfoldError(f"unknown task {task!r}; choose one of {', '.join(sorted(settings))}")
     cfg = from_dict(CorruptConfig, {task: settings[task]})
     return build_one(task, getattr(cfg, task), CorruptionContext.from_metadata(meta))
-
-
-def estimate_sigma(img: torch.Tensor) -> float:
-    """The Gaussian noise level of ``(C, H, W)`` pixels in [0, 1] (pixel units), by
-    scikit-image's wavelet estimate (``skimage.restoration.estimate_sigma``), averaged over
-    channels."""
-    from skimage.restoration import estimate_sigma as wavelet_sigma
-
-    arr = img.detach().float().cpu().numpy()
-    return float(np.mean([wavelet_sigma(ch) for ch in arr]))
 
 
 def sr_factor(meta: dict[str, Any]) -> int:
