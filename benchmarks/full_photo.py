@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import sys
 import threading
 import time
@@ -461,8 +462,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--section", default="full_photo",
                         help="the docs/RESULTS.md section to write (a partial run: its own)")
     args = parser.parse_args(argv)
-    args.command = " ".join(["python benchmarks/full_photo.py", *(sys.argv[1:] if argv is None
-                                                                 else argv)])
+    args.command = shlex.join(["python", "benchmarks/full_photo.py",
+                               *(sys.argv[1:] if argv is None else argv)])
     from enfold.data.photos import photo_split
     from enfold.runtime import load
 
