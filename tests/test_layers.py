@@ -118,12 +118,7 @@ def test_the_checks_see_a_loop_and_an_upward_import(tmp_path):
 def test_opening_a_session_imports_neither_the_export_nor_the_stages():
     """enfold.runtime.load reads sidecars and runs artifacts from the artifact layer: no
     make_fx tracing code or training stage comes along."""
-    import subprocess
-    import sys
+    from probes import imported_after
 
-    probe = ("import sys, enfold.runtime; "
-             "print(sorted(m for m in sys.modules if m.startswith(('enfold.export', "
-             "'enfold.pipeline.finetune', 'enfold.pipeline.pretrain'))))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"
+    assert imported_after("import enfold.runtime", ("enfold.export", "enfold.pipeline.finetune",
+                                                    "enfold.pipeline.pretrain")) == []

@@ -144,15 +144,11 @@ def test_models_lists_table_and_json(zoo):
 
 def test_registry_module_loads_no_model_code():
     """Listing and resolving read JSON only: neither torch nor the training stages load."""
-    import subprocess
-    import sys
+    from probes import imported_after
 
-    probe = ("import sys, enfold.zoo; enfold.zoo.list_models(); "
-             "print(sorted(m for m in sys.modules if m == 'torch' or "
-             "m.startswith(('enfold.pipeline', 'enfold.export'))))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"
+    loaded = imported_after("import enfold.zoo; enfold.zoo.list_models()",
+                            ("torch", "enfold.pipeline", "enfold.export"))
+    assert [m for m in loaded if m == "torch" or m.startswith("enfold.")] == []
 
 
 def test_readme_section_is_filled_by_the_build(tiny):
