@@ -89,6 +89,72 @@ def mae_run(cfg, data, steps: int, out: Path, seed: int = 0) -> tuple[Path, Path
     return ckpt, arm_dir, curve
 
 
+def score_table(series: dict[str, list[dict]], more_labels: list[int]) -> list[str]:
+    """One row per method and budget: top-1 of every arm (mean ± std over seeds) at 10 labels
+    per class, then at each of ``more_labels`` (one seed)."""
+    heads = [ARM_NAMES[a] for a in ARMS] + [f"{ARM_NAMES[a]} @{n}" for n in more_labels
+                                            for a in ARMS]
+    lines = ["| method | steps | epochs | CPU min (eager) | " + " | ".join(heads) + " |",
+             "|" + " --- |" * (4 + len(heads))]
+    for name, rows in series.items():
+        for r in rows:
+            keys = [*ARMS, *(f"{a}@{n}" for n in more_labels for a in ARMS)]
+            cells = " | ".join(fmt_seeds(r[k]) for k in keys)
+            lines.append(f"| {name} | {r['steps']} | {r['epochs']:.2f} | {r['minutes']:.1f} | "
+                         f"{cells} |")
+    return lines
+
+
+def fmt_seeds(values: list[float]) -> str:
+    """``0.712`` for one seed, ``0.712 ± 0.004`` (sample std) for several."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def enfold_snapshots(budgets: list[int], horizon: int, out: Path, overrides: list[str]
+                     ) -> dict[int, tuple[Path, Path]]:
+    """Snapshot mode: one enfold run on a ``horizon``-step schedule, kept at every budget and
+    stopped (resumably) at the largest; ``{budget: (checkpoint, arm directory)}``. Run again
+    with a larger budget, it continues the same run."""
+    from enfold.config import load_config
+    from enfold.pipeline.checkpoint import snapshot_path
+    from enfold.pipeline.pretrain import run_pretrain
+
+    run = out / f"enfold{variant_tag(overrides)}-h{horizon}"
+    cfg = load_config(PRETRAIN, [f"train.max_steps={horizon}", f"train.stop_after={max(budgets)}",
+                                 f"train.keep_steps=[{', '.join(map(str, budgets))}]",
+                                 *overrides])
+    if not all(snapshot_path(run / "pretrain", b).exists() for b in budgets):
+        run_pretrain(cfg, run / "pretrain")  # resumes from run/pretrain when it holds a run
+    return {b: (snapshot_path(run / "pretrain", b), run / f"at-{b}") for b in budgets}
+
+
+def mae_snapshots(cfg, data, budgets: list[int], horizon: int, out: Path, seed: int = 0
+                  ) -> tuple[dict[int, tuple[Path, Path]], float]:
+    """Snapshot mode for the MAE: one run on a ``horizon``-step schedule (saved every 500
+    steps, resumed when cut), its encoder kept at every budget as an enfold checkpoint;
+    ``({budget: (checkpoint, arm directory)}, seconds of the run so far)``."""
+    run = out / f"mae-h{horizon}"
+    points = {b: (run / f"at-{b}" / "pretrain" / "checkpoint-last.pt", run / f"at-{b}")
+              for b in budgets}
+    record = run / "mae.json"
+    if record.exists() and all(ckpt.exists() for ckpt, _ in points.values()):
+        done = json.loads(record.read_text())
+        if done["budgets"] == budgets and done["seed"] == seed:
+            print(f"reusing {run}", flush=True)
+            return points, done["seconds"]
+
+    def keep(step: int, model) -> None:
+        mae_to_enfold_checkpoint(model, cfg, points[step][0])
+
+    _, seconds, curve = train_mae(cfg, data, horizon, seed=seed, state=run / "state.pt",
+                                  keep=keep, keep_steps=budgets)
+    record.write_text(json.dumps({"horizon": horizon, "budgets": budgets, "seed": seed,
+                                  "seconds": seconds, "curve": curve}))
+    return points, seconds
+
+
 def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
     """Linear interpolation in log(x) between measured points; None outside their range."""
     xs, ys = zip(*sorted(points), strict=True)
@@ -160,6 +226,13 @@ def main() -> None:
     parser.add_argument("--enfold-set", nargs="*", default=[],
                         help="pretraining overrides of the enfold series, e.g. "
                              "model.backprop_steps=last")
+    parser.add_argument("--horizon-steps", type=int, default=None,
+                        help="snapshot mode: one run per method on a schedule of this many "
+                             "steps, evaluated at each budget (the enfold run stops, resumably, "
+                             "at its largest budget)")
+    parser.add_argument("--more-labels", type=int, nargs="*", default=[],
+                        help="also fine-tune, probe and kNN with this many labels per class "
+                             "(first seed only)")
     parser.add_argument("--gpu-step-ratio", type=float, default=H200_STEP_RATIO,
                         help="enfold/MAE step time measured on a GPU")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "learning_curves")
@@ -173,7 +246,7 @@ def main() -> None:
     from enfold.config import load_config
 
     # a variant of the enfold series gets its own results section, plot and runs
-    variant = variant_tag(args.enfold_set)
+    variant = ("_long" if args.horizon_steps else "") + variant_tag(args.enfold_set)
     args.plot = args.plot.with_stem(args.plot.stem + variant)
     t_start = time.time()
     cfg = load_config(PRETRAIN, ["train.compile=false", *args.enfold_set])
@@ -187,14 +260,23 @@ def main() -> None:
     series: dict[str, list[dict]] = {enfold_name: [], "MAE": []}
     full = max(args.enfold_steps)
     seeds = lambda steps: args.full_seeds if steps == full else args.seeds  # noqa: E731
-    for steps in sorted(args.enfold_steps):
-        ckpt, arm_dir = enfold_run(steps, args.out, args.reuse, args.enfold_set)
-        series[enfold_name].append(
-            {"steps": steps, **downstream(arm_dir, ckpt, seeds(steps), FINETUNE)})
-    for steps in sorted(args.mae_steps):
-        ckpt, arm_dir, _ = mae_run(mae_cfg, data, steps, args.out)
-        series["MAE"].append(
-            {"steps": steps, **downstream(arm_dir, ckpt, seeds(steps), FINETUNE)})
+    if args.horizon_steps:  # snapshots of one run per method, both on the same schedule
+        points = {"MAE": mae_snapshots(mae_cfg, data, sorted(args.mae_steps),
+                                       args.horizon_steps, args.out)[0],
+                  enfold_name: enfold_snapshots(sorted(args.enfold_steps), args.horizon_steps,
+                                                args.out, args.enfold_set)}
+    else:
+        points = {enfold_name: {s: enfold_run(s, args.out, args.reuse, args.enfold_set)
+                                for s in sorted(args.enfold_steps)},
+                  "MAE": {s: mae_run(mae_cfg, data, s, args.out)[:2]
+                          for s in sorted(args.mae_steps)}}
+    for name in (enfold_name, "MAE"):
+        for steps, (ckpt, arm_dir) in sorted(points[name].items()):
+            row = {"steps": steps, **downstream(arm_dir, ckpt, seeds(steps), FINETUNE)}
+            for n in args.more_labels:  # first seed only: the cost of 3 seeds at 10 labels
+                more = downstream(arm_dir, ckpt, seeds(steps)[:1], FINETUNE, n)
+                row.update({f"{arm}@{n}": v for arm, v in more.items()})
+            series[name].append(row)
     for name, rows in series.items():
         for r in rows:
             r["epochs"] = r["steps"] * epoch
@@ -207,7 +289,10 @@ def main() -> None:
         + (f", enfold with {' '.join(args.enfold_set)})" if args.enfold_set else ")"),
         "",
         f"Command: `{command.strip()}` (`{shown(PRETRAIN)}` for both methods' encoder, data, "
-        f"batch and schedule; each budget its own run; fine-tune seeds {args.seeds} per point and "
+        f"batch and schedule; "
+        + (f"snapshots of one run per method, both on a {args.horizon_steps}-step cosine "
+           "schedule; " if args.horizon_steps else "each budget its own run; ")
+        + f"fine-tune seeds {args.seeds} per point and "
         f"{args.full_seeds} at {full} steps, where the cells are means; 10 labels "
         "per class, 300 fine-tuning steps; held-out: the full 10,000-image test set). "
         f"{machine()}; took {(time.time() - t_start) / 60:.1f} min, finished runs read back.",
@@ -216,14 +301,8 @@ def main() -> None:
         f"run): enfold {per_step['enfold']:.3f} s, MAE {per_step['mae']:.3f} s: one enfold step "
         f"costs **{ratio:.1f} MAE steps** on this CPU.",
         "",
-        "| method | steps | epochs | CPU min (eager) | fine-tune | linear probe | kNN |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        *score_table(series, args.more_labels),
     ]
-    for name, rows in series.items():
-        for r in rows:
-            cells = " | ".join(f"{statistics.mean(r[a]):.3f}" for a in ARMS)
-            lines.append(f"| {name} | {r['steps']} | {r['epochs']:.2f} | {r['minutes']:.1f} | "
-                         f"{cells} |")
     lines += [
         "",
         f"Read-offs: enfold at each budget against the MAE interpolated (in log steps) between "

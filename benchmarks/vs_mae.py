@@ -29,6 +29,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -134,17 +135,36 @@ def mae_step(model, opt, batch: torch.Tensor, seed: int) -> float:
     return float(loss.detach())
 
 
-def train_mae(cfg: Config, data: torch.Tensor, steps: int, seed: int
+def train_mae(cfg: Config, data: torch.Tensor, steps: int, seed: int,
+              state: Path | None = None, keep: Callable[[int, object], None] | None = None,
+              keep_steps: Sequence[int] = (), save_every: int = 500,
               ) -> tuple[object, float, list[tuple[int, float]]]:
     """MAE pretraining; returns the model, the wall-clock seconds it took and its training
-    curve as ``(step, loss)`` every 10 steps."""
+    curve as ``(step, loss)`` every 10 steps.
+
+    With ``state``, the run saves itself there every ``save_every`` steps (weights, optimizer,
+    sampler, curve and seconds so far) and resumes from it exactly, so a cut run continues.
+    ``keep(step, model)`` is called after each step in ``keep_steps`` (snapshots of one run).
+    """
+    from enfold.pipeline.checkpoint import save_checkpoint
+
     torch.manual_seed(seed)
     model = mae_model(cfg).train()
     opt, set_lr = optimizer_for(model, cfg, steps)
     gen = torch.Generator().manual_seed(seed)
     curve: list[tuple[int, float]] = []
+    start, spent = 0, 0.0
+    if state is not None and state.exists():
+        saved = torch.load(state, weights_only=True)
+        if saved["steps"] == steps and saved["seed"] == seed:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            gen.set_state(saved["sampler"])
+            start, spent = int(saved["step"]), float(saved["seconds"])
+            curve = [tuple(c) for c in saved["curve"]]
+            print(f"resuming the MAE from {state} at step {start}", flush=True)
     t0 = time.perf_counter()
-    for step in range(steps):
+    for step in range(start, steps):
         set_lr(step)
         idx = torch.randint(0, data.shape[0], (cfg.data.batch_size,), generator=gen)
         loss = mae_step(model, opt, data[idx], seed * 1_000_003 + step)
@@ -152,7 +172,14 @@ def train_mae(cfg: Config, data: torch.Tensor, steps: int, seed: int
             curve.append((step + 1, loss))
         if step % 500 == 0 or step == steps - 1:
             print(f"mae step {step + 1}/{steps} loss {loss:.4f}", flush=True)
-    return model.eval(), time.perf_counter() - t0, curve
+        if keep is not None and step + 1 in keep_steps:
+            keep(step + 1, model)
+        if state is not None and ((step + 1) % save_every == 0 or step == steps - 1):
+            save_checkpoint(state, {
+                "steps": steps, "seed": seed, "step": step + 1, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "sampler": gen.get_state(), "curve": curve,
+                "seconds": spent + time.perf_counter() - t0})
+    return model.eval(), spent + time.perf_counter() - t0, curve
 
 
 def mae_to_enfold_checkpoint(model, cfg: Config, path: Path) -> Path:
@@ -278,13 +305,14 @@ def auroc_rows(cfg: Config, enfold_ckpt: Path, mae, count: int = 256) -> list[di
 
 
 def downstream(arm_dir: Path, ckpt: Path | None, seeds: list[int],
-               config: Path = FINETUNE) -> dict[str, list]:
+               config: Path = FINETUNE, labels_per_class: int = 10) -> dict[str, list]:
     """Fine-tune, probe and kNN top-1 per seed with the fine-tune ``config`` (reusing finished
     runs in ``arm_dir`` of the same config and checkpoint)."""
     scores: dict[str, list[float]] = {}
     for seed in seeds:
         for arm in (("scratch",) if ckpt is None else MODES):
-            top1 = finetune_arm(arm, seed, checkpoint=ckpt, out=arm_dir, config=config).top1
+            top1 = finetune_arm(arm, seed, checkpoint=ckpt, out=arm_dir, config=config,
+                               labels_per_class=labels_per_class).top1
             scores.setdefault(arm, []).append(top1)
             print(f"{arm_dir.name} seed {seed} {arm} top-1 {top1:.4f}", flush=True)
     return scores

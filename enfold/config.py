@@ -160,6 +160,12 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_every: int = 10
     ckpt_every: int = 100
+    # also keep a copy of the checkpoint at these steps (checkpoint-step<N>.pt): snapshots of
+    # one run, e.g. for accuracy against pretraining length
+    keep_steps: list[int] = field(default_factory=list)
+    # stop (checkpointed, resumable) after this many steps while the lr schedule still spans
+    # max_steps: a long run trained in pieces; None: run to max_steps
+    stop_after: int | None = None
 
 
 @dataclass

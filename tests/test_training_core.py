@@ -15,7 +15,7 @@ from torch import nn
 
 from enfold.config import load_config
 from enfold.data import StreamSampler
-from enfold.errors import EnfoldError, NonFiniteLossError
+from enfold.errors import ConfigError, EnfoldError, NonFiniteLossError
 from enfold.pipeline.checkpoint import load_checkpoint, save_checkpoint
 from enfold.pipeline.distributed import DistInfo
 from enfold.pipeline.schedule import lr_at, scaled_lr
@@ -113,6 +113,34 @@ def test_resume_with_other_settings_is_an_error_but_more_steps_are_fine(tmp_path
     longer = load_config(None, [*base[:1], "train.max_steps=4", *base[2:]])
     fit(longer, toy_parts(Exploding(bad_call=99)), tmp_path, DistInfo())
     assert load_checkpoint(tmp_path / "checkpoint-last.pt")["step"] == 4
+
+
+def test_keep_steps_keeps_a_whole_checkpoint_of_each_listed_step(tmp_path):
+    cfg = load_config(None, ["train.compile=false", "train.max_steps=5", "data.batch_size=4",
+                             "eval.every=0", "train.ckpt_every=100", "train.keep_steps=[2, 4]"])
+    fit(cfg, toy_parts(Exploding(bad_call=99)), tmp_path, DistInfo())
+    kept = sorted(p.name for p in tmp_path.glob("checkpoint-step*.pt"))
+    assert kept == ["checkpoint-step2.pt", "checkpoint-step4.pt"]
+    assert [load_checkpoint(tmp_path / k)["step"] for k in kept] == [2, 4]
+    assert load_checkpoint(tmp_path / "checkpoint-last.pt")["step"] == 5
+    snap, last = load_checkpoint(tmp_path / kept[0]), load_checkpoint(tmp_path / kept[1])
+    assert not all(torch.equal(snap["model"][k], last["model"][k]) for k in snap["model"])
+
+
+def test_stop_after_pauses_a_run_on_its_long_schedule_and_resume_continues_it(tmp_path):
+    base = ["train.compile=false", "train.max_steps=6", "data.batch_size=4", "eval.every=0",
+            "train.ckpt_every=100", "train.warmup_steps=0"]
+    straight, paused = tmp_path / "straight", tmp_path / "paused"
+    fit(load_config(None, base), toy_parts(Exploding(bad_call=99)), straight, DistInfo())
+    fit(load_config(None, [*base, "train.stop_after=3"]), toy_parts(Exploding(bad_call=99)),
+        paused, DistInfo())
+    assert load_checkpoint(paused / "checkpoint-last.pt")["step"] == 3
+    fit(load_config(None, base), toy_parts(Exploding(bad_call=99)), paused, DistInfo())
+    a, b = (load_checkpoint(d / "checkpoint-last.pt")["model"] for d in (straight, paused))
+    assert all(torch.allclose(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="keep_steps must lie in 1..train.max_steps=6"):
+        fit(load_config(None, [*base, "train.keep_steps=[7]"]), toy_parts(Exploding(99)),
+            tmp_path / "bad", DistInfo())
 
 
 def test_resume_reads_a_field_added_since_the_checkpoint_as_its_default(tmp_path):

@@ -21,6 +21,16 @@ from enfold.errors import EnfoldError, NonFiniteWeightsError
 LAST = "checkpoint-last.pt"
 
 
+def snapshot_path(run_dir: Path, step: int) -> Path:
+    """Where a run keeps its checkpoint of step ``step`` (``train.keep_steps``)."""
+    return Path(run_dir) / f"checkpoint-step{step}.pt"
+
+
+def copy_checkpoint(src: Path, dst: Path) -> None:
+    """Copy a checkpoint atomically: ``dst`` is either absent, the old file or a whole copy."""
+    atomic_write_bytes(Path(dst), lambda f: f.write(Path(src).read_bytes()))
+
+
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape a run's numbers."""
     versions = {"python": platform.python_version()}

@@ -27,7 +27,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from enfold.config import Config, TrainConfig, config_from_checkpoint, save_config, to_dict
 from enfold.errors import ConfigError, EnfoldError, NonFiniteLossError
-from enfold.pipeline.checkpoint import LAST, library_versions, load_checkpoint, save_checkpoint
+from enfold.pipeline.checkpoint import (
+    LAST,
+    copy_checkpoint,
+    library_versions,
+    load_checkpoint,
+    save_checkpoint,
+    snapshot_path,
+)
 from enfold.pipeline.distributed import DistInfo, all_true, barrier
 from enfold.pipeline.progress import MetricsLog, Progress
 from enfold.pipeline.schedule import lr_at, scaled_floor, scaled_lr
@@ -102,6 +109,12 @@ def _check_train(tc: TrainConfig) -> None:
             raise ConfigError(f"train.{key} must be {need}, got {value}")
     if tc.warmup_steps < 0:
         raise ConfigError(f"train.warmup_steps must be >= 0, got {tc.warmup_steps}")
+    if tc.stop_after is not None and tc.stop_after < 1:
+        raise ConfigError(f"train.stop_after must be at least 1 (or null), got {tc.stop_after}")
+    outside = [s for s in tc.keep_steps if not 1 <= s <= tc.max_steps]
+    if outside:
+        raise ConfigError(f"train.keep_steps must lie in 1..train.max_steps={tc.max_steps}, "
+                          f"got {outside}")
     if tc.clip_grad is not None and not (math.isfinite(tc.clip_grad) and tc.clip_grad > 0):
         raise ConfigError(f"train.clip_grad must be positive or null, got {tc.clip_grad}")
 
@@ -204,8 +217,9 @@ class Trainer:
         if self.dist.is_main:
             self._announce()
         self.progress = Progress(tc.max_steps, self.step, enabled=self.dist.is_main)
-        if self.step >= tc.max_steps:
-            self.progress.message(f"already at step {self.step} >= max_steps {tc.max_steps}")
+        end = min(tc.max_steps, tc.stop_after or tc.max_steps)
+        if self.step >= end:
+            self.progress.message(f"already at step {self.step} >= {end}")
             self.progress.close()
             return self.last_path
         per_step = self.cfg.data.batch_size * tc.accum_steps
@@ -214,7 +228,7 @@ class Trainer:
         self.model.train()
         t_last, n_images = time.perf_counter(), 0
         try:
-            while self.step < tc.max_steps:
+            while self.step < end:
                 lr = self._start_step()
                 loss_sum, parts_sum, images = self._accumulate(model, batches)
                 n_images += images
@@ -225,8 +239,11 @@ class Trainer:
                 every = self.cfg.eval.every  # 0: evaluate at the end only
                 if (every > 0 and self.step % every == 0) or self.step == tc.max_steps:
                     self._evaluate()
-                if self.step % tc.ckpt_every == 0 or self.step == tc.max_steps:
+                keep = self.step in tc.keep_steps
+                if keep or self.step % tc.ckpt_every == 0 or self.step in (end, tc.max_steps):
                     self.save()
+                if keep and self.dist.is_main:
+                    copy_checkpoint(self.last_path, snapshot_path(self.out, self.step))
             self._check_replicas_in_sync()
         finally:
             self.progress.close()
