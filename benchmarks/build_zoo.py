@@ -246,7 +246,7 @@ def build_model(spec: ModelSpec, zoo: Path, runs_root: Path, log=print) -> dict[
 
 
 def _versions() -> dict[str, str]:
-    from enfold.pipeline.checkpoint import library_versions
+    from enfold.checkpoint.store import library_versions
 
     return library_versions()
 

@@ -19,9 +19,10 @@ from typing import Any
 import torch
 import yaml
 
+from enfold.checkpoint.store import LAST, load_checkpoint
 from enfold.config import Config, from_dict, load_config, to_dict
+from enfold.digest import file_sha256
 from enfold.errors import ConfigError
-from enfold.pipeline.checkpoint import LAST, file_sha256, load_checkpoint
 from enfold.pipeline.progress import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -117,8 +117,8 @@ def enfold_snapshots(budgets: list[int], horizon: int, out: Path, overrides: lis
     """Snapshot mode: one enfold run on a ``horizon``-step schedule, kept at every budget and
     stopped (resumably) at the largest; ``{budget: (checkpoint, arm directory)}``. Run again
     with a larger budget, it continues the same run."""
+    from enfold.checkpoint.store import snapshot_path
     from enfold.config import load_config
-    from enfold.pipeline.checkpoint import snapshot_path
     from enfold.pipeline.pretrain import run_pretrain
 
     run = out / f"enfold{variant_tag(overrides)}-h{horizon}"

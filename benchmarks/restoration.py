@@ -207,7 +207,7 @@ def train_or_reuse(cfg: Config, run_dir: Path, replace: bool) -> tuple[Path, boo
     clobber a shipped run); an unfinished run of this config is resumed."""
     import shutil
 
-    from enfold.pipeline.checkpoint import LAST
+    from enfold.checkpoint.store import LAST
     from enfold.pipeline.pretrain import run_pretrain
 
     if finished_pretraining(run_dir, cfg):
@@ -361,7 +361,7 @@ def classical(task: str, corrupted: torch.Tensor, clean: torch.Tensor, weight: t
 
 def score_psnr(images: torch.Tensor, clean: torch.Tensor, weight: torch.Tensor) -> float:
     """Mean region PSNR of ``images`` (no SSIM: the quick score a calibration compares)."""
-    from enfold.pipeline.restoration_eval import region_psnr
+    from enfold.metrics import region_psnr
 
     return float(region_psnr(images.clamp(0, 1), clean, weight).mean())
 
@@ -626,7 +626,7 @@ def shown_crops(images: torch.Tensor, count: int = 2) -> torch.Tensor:
 def measure_shipped(args, images) -> tuple[dict, list[dict], dict, dict]:
     """Train or read back each shipped restorer and score it with every method: per task the
     restorer's facts, the rows of the method table, the corrupted batches and the examples."""
-    from enfold.pipeline.load import load_energy_model
+    from enfold.checkpoint.load import load_energy_model
 
     shipped, rows, batches, examples = {}, [], {}, {}
     for task, name in TASKS.items():
@@ -666,8 +666,8 @@ def measure_shipped(args, images) -> tuple[dict, list[dict], dict, dict]:
 
 
 def psnr_vs_k(shipped: dict, batches: dict) -> dict[str, list[float]]:
-    from enfold.pipeline.load import load_energy_model
-    from enfold.pipeline.restoration_eval import region_psnr
+    from enfold.checkpoint.load import load_energy_model
+    from enfold.metrics import region_psnr
 
     curves = {}
     for task, s in shipped.items():
@@ -685,8 +685,8 @@ def grid_shift_psnr(shipped: dict, batches: dict) -> dict[str, dict[str, float]]
     grid by half a patch (cycle spinning, ``--grid-shifts 4``): ``E'(x) = mean_s
     E(shift_s(x))`` is still one energy, and its gradient follows no single grid, the source of
     block seams. The restorers were trained on one grid, so four grids is an inference choice."""
-    from enfold.pipeline.load import load_energy_model
-    from enfold.pipeline.restoration_eval import region_psnr
+    from enfold.checkpoint.load import load_energy_model
+    from enfold.metrics import region_psnr
 
     out = {}
     for task, s in shipped.items():
@@ -707,7 +707,7 @@ def onnx_parity(shipped: dict, batches: dict, out: Path) -> dict[str, Path]:
     """Export each restorer to ONNX, add its held-out PSNR through ONNX Runtime to
     ``shipped``; the exported files."""
     import enfold.runtime
-    from enfold.pipeline.restoration_eval import region_psnr
+    from enfold.metrics import region_psnr
 
     paths = {}
     for task, s in shipped.items():
@@ -748,7 +748,7 @@ def calibrate_step_scale(model, cfg: Config, task: str, count: int = 256) -> flo
 
 
 def run_ablations(args, images, batches, shipped) -> list[dict]:
-    from enfold.pipeline.load import load_energy_model
+    from enfold.checkpoint.load import load_energy_model
 
     results = []
     for ab in ABLATIONS:

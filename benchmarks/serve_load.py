@@ -105,8 +105,8 @@ def run(cmd: list[str], what: str) -> None:
 
 
 def export_onnx(checkpoint: str, target: str | None, out_dir: Path) -> str:
+    from enfold.checkpoint.store import load_checkpoint
     from enfold.export.export import export_artifact
-    from enfold.pipeline.checkpoint import load_checkpoint
 
     if target is None:
         stage = load_checkpoint(checkpoint).get("stage")

@@ -146,7 +146,7 @@ def train_mae(cfg: Config, data: torch.Tensor, steps: int, seed: int,
     sampler, curve and seconds so far) and resumes from it exactly, so a cut run continues.
     ``keep(step, model)`` is called after each step in ``keep_steps`` (snapshots of one run).
     """
-    from enfold.pipeline.checkpoint import save_checkpoint
+    from enfold.checkpoint.store import save_checkpoint
 
     torch.manual_seed(seed)
     model = mae_model(cfg).train()
@@ -257,8 +257,8 @@ def auroc_rows(cfg: Config, enfold_ckpt: Path, mae, count: int = 256) -> list[di
     """AUROC of "is this a held-out digit?" from enfold's energy and the MAE's error."""
     from sklearn.metrics import roc_auc_score
 
+    from enfold.checkpoint.load import load_energy_model
     from enfold.data import build_source, normalize
-    from enfold.pipeline.load import load_energy_model
 
     model, _ = load_energy_model(enfold_ckpt)
     digits = normalize(torch.stack([build_source("digits", "heldout", cfg.model, cfg.data)

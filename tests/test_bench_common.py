@@ -12,8 +12,8 @@ from conftest import DIGITS_TINY, ROOT, TINY
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import common  # noqa: E402
 
+from enfold.checkpoint.store import load_checkpoint  # noqa: E402
 from enfold.config import load_config, save_config  # noqa: E402
-from enfold.pipeline.checkpoint import load_checkpoint  # noqa: E402
 from enfold.pipeline.trainer import write_checkpoint  # noqa: E402
 
 

@@ -11,8 +11,8 @@ import yaml
 from conftest import DIGITS_TINY, ROOT, TINY, cli_env, run_cli, set_args
 from PIL import Image
 
+from enfold.checkpoint.store import load_checkpoint
 from enfold.config import load_config
-from enfold.pipeline.checkpoint import load_checkpoint
 
 
 def test_help_lists_the_stages_and_needs_no_optional_library():

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import DIGITS_TINY, ROOT, TINY, cli_env, set_args
 
-from enfold.pipeline.checkpoint import load_checkpoint
+from enfold.checkpoint.store import load_checkpoint
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import ROOT, TINY, run_cli, set_args
 
+from enfold.checkpoint.store import load_checkpoint
 from enfold.config import load_config
 from enfold.data import DigitsSource, select_per_class
 from enfold.errors import EnfoldError
@@ -18,7 +19,6 @@ from enfold.model.classifier import (
     load_backbone_weights,
     vit_state_from_pretrain,
 )
-from enfold.pipeline.checkpoint import load_checkpoint
 from enfold.pipeline.knn import knn_scores
 
 FINETUNE_TINY = ROOT / "configs" / "finetune" / "digits-tiny.yaml"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import DIGITS_TINY, TINY, run_cli, set_args
 
-from enfold.pipeline.checkpoint import load_checkpoint
+from enfold.checkpoint.store import load_checkpoint
 from enfold.pipeline.progress import read_metrics
 
 pytestmark = [

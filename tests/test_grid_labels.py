@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from enfold.pipeline.restoration_eval import column_labels, region_psnr, save_grid
+from enfold.metrics import region_psnr
+from enfold.pipeline.restoration_eval import column_labels, save_grid
 
 
 def test_columns_are_labelled_with_their_psnr(tmp_path):

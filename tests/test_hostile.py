@@ -283,8 +283,8 @@ def test_case8_unclear_exits_are_clear(runs, tmp_path, monkeypatch, capsys):
 
 
 def test_case8_resume_past_max_steps_keeps_config_and_stale_temps_are_cleaned(runs, tmp_path):
+    from enfold.checkpoint.store import LAST, load_checkpoint, save_checkpoint
     from enfold.config import load_config
-    from enfold.pipeline.checkpoint import LAST, load_checkpoint, save_checkpoint
     from enfold.pipeline.pretrain import run_pretrain
 
     run = copy_run(runs["pretrain"], tmp_path / "run").parent  # the shared run stays as it is

@@ -1,8 +1,9 @@
 """The package's layers: every module imports, nothing imports upward, and no import loops.
 
-Layers, top to bottom: cli -> runtime / zoo -> export -> artifact -> pipeline -> model / data /
-corrupt / config -> errors. Imports inside functions count too: a local import can hide a loop,
-but it is still one.
+Layers, top to bottom: cli -> runtime / zoo -> export -> artifact | pipeline -> checkpoint ->
+model / data / corrupt / config / metrics -> errors. Two wings stand on the checkpoint floor:
+training (pipeline) and deployment (artifact, export, runtime, zoo); neither imports the other.
+Imports inside functions count too: a local import can hide a loop, but it is still one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ import enfold
 PACKAGE = Path(enfold.__file__).parent
 # top-level part of ``enfold.<part>`` -> its layer; a module may import its own layer and below
 LAYER = {"errors": 0, "digest": 0, "config": 1, "output_files": 1, "model": 1, "data": 1,
-         "corrupt": 1, "pipeline": 2, "artifact": 3, "export": 4, "runtime": 5, "zoo": 5, "cli": 6}
+         "corrupt": 1, "metrics": 1, "checkpoint": 2, "pipeline": 3, "artifact": 3, "export": 4,
+         "runtime": 5, "zoo": 5, "cli": 6}
+# the two wings: a module of one may import nothing of the other
+TRAINING = ("pipeline",)
+DEPLOYMENT = ("artifact", "export", "runtime", "zoo")
 
 
 def _modules() -> dict[str, Path]:
@@ -34,7 +39,12 @@ def _modules() -> dict[str, Path]:
 
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The enfold modules ``name`` imports, at any depth of its code."""
-    out: set[str] = set()
+    return {target for target, _ in _import_lines(name, path, modules)}
+
+
+def _import_lines(name: str, path: Path, modules: dict[str, Path]) -> set[tuple[str, int]]:
+    """``(module, line)`` for every enfold module ``name`` imports, at any depth of its code."""
+    out: set[tuple[str, int]] = set()
     is_pkg = path.name == "__init__.py"
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -49,7 +59,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
         else:
             continue
-        out |= {t for t in targets if t in modules and t != name}
+        out |= {(t, node.lineno) for t in targets if t in modules and t != name}
     return out
 
 
@@ -76,6 +86,58 @@ def test_no_module_imports_a_higher_layer():
             if theirs is not None and theirs > own:
                 upward.append(f"{name} -> {target}")
     assert not upward, "imports that run up the layers:\n" + "\n".join(sorted(upward))
+
+
+def _wing(module: str) -> str | None:
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None
+    return ("training" if parts[1] in TRAINING else
+            "deployment" if parts[1] in DEPLOYMENT else None)
+
+
+def _crossings(modules: dict[str, Path], root: Path = PACKAGE.parent) -> list[str]:
+    """``file:line: module imports other`` for every import from one wing into the other
+    (files named relative to ``root``)."""
+    found = []
+    for name, path in modules.items():
+        own = _wing(name)
+        if own is None:
+            continue
+        for target, line in sorted(_import_lines(name, path, modules)):
+            theirs = _wing(target)
+            if theirs is not None and theirs != own:
+                where = path.relative_to(root)
+                found.append(f"{where}:{line}: {name} ({own}) imports {target} ({theirs})")
+    return sorted(found)
+
+
+def test_deployment_never_imports_training():
+    """artifact / export / runtime / zoo import nothing of enfold.pipeline (nor the reverse), at
+    any depth: checkpoints, their models and the PSNR are on the floor below both wings."""
+    crossings = _crossings(_modules())
+    assert not crossings, ("imports between the wings (move what both need to enfold.checkpoint "
+                           "or another ground-floor module):\n" + "\n".join(crossings))
+
+
+def test_the_wing_check_sees_a_function_local_import(tmp_path):
+    """The wing check can fail: a deployment module's import of the training wing inside a
+    function is named with its file and line."""
+    package = tmp_path / "enfold"
+    (package / "runtime").mkdir(parents=True)
+    (package / "pipeline").mkdir()
+    (package / "pipeline" / "trainer.py").write_text("")
+    (package / "runtime" / "hidden.py").write_text(
+        "import os\n\n\ndef f():\n    from enfold.pipeline import trainer\n")
+    modules = {"enfold.runtime.hidden": package / "runtime" / "hidden.py",
+               "enfold.pipeline": package / "pipeline" / "__init__.py",
+               "enfold.pipeline.trainer": package / "pipeline" / "trainer.py"}
+    (package / "pipeline" / "__init__.py").write_text("")
+    assert _crossings(modules, tmp_path) == [
+        "enfold/runtime/hidden.py:5: enfold.runtime.hidden (deployment) imports enfold.pipeline "
+        "(training)",
+        "enfold/runtime/hidden.py:5: enfold.runtime.hidden (deployment) imports "
+        "enfold.pipeline.trainer (training)"]
 
 
 def test_no_import_loops():
@@ -117,8 +179,7 @@ def test_the_checks_see_a_loop_and_an_upward_import(tmp_path):
 
 def test_opening_a_session_imports_neither_the_export_nor_the_stages():
     """enfold.runtime.load reads sidecars and runs artifacts from the artifact layer: no
-    make_fx tracing code or training stage comes along."""
+    make_fx tracing code and nothing of the training wing comes along."""
     from probes import imported_after
 
-    assert imported_after("import enfold.runtime", ("enfold.export", "enfold.pipeline.finetune",
-                                                    "enfold.pipeline.pretrain")) == []
+    assert imported_after("import enfold.runtime", ("enfold.export", "enfold.pipeline")) == []

@@ -41,7 +41,7 @@ def tampered(src: Path, dest_dir: Path, edit=None, data: bytes | None = None) ->
 
 
 def test_sidecar_records_the_artifacts_sha256_and_loading_checks_it(exports, tmp_path):
-    from enfold.pipeline.checkpoint import file_sha256
+    from enfold.digest import file_sha256
 
     for fmt in ("onnx", "torchscript"):
         art = exports[fmt]
@@ -114,7 +114,7 @@ def test_case7_damaged_onnx_and_torchscript_files_are_one_line_errors(exports, t
     for predict and serve."""
     from PIL import Image
 
-    from enfold.pipeline.checkpoint import file_sha256
+    from enfold.digest import file_sha256
 
     image = tmp_path / "n.png"
     Image.new("RGB", (8, 8)).save(image)

@@ -13,10 +13,10 @@ import torch
 from conftest import DIGITS_TINY, ROOT, TINY, cli_env, run_cli, set_args
 from torch import nn
 
+from enfold.checkpoint.store import load_checkpoint, save_checkpoint
 from enfold.config import load_config
 from enfold.data import StreamSampler
 from enfold.errors import ConfigError, EnfoldError, NonFiniteLossError
-from enfold.pipeline.checkpoint import load_checkpoint, save_checkpoint
 from enfold.pipeline.distributed import DistInfo
 from enfold.pipeline.schedule import lr_at, scaled_lr
 from enfold.pipeline.trainer import StageParts, fit

@@ -22,8 +22,8 @@ import torch
 from enfold.artifact.ort import ORT_PROVIDERS, import_onnxruntime, make_session
 from enfold.artifact.targets import torch_target
 from enfold.artifact.tensorrt_engine import TensorRTRunner
+from enfold.checkpoint.store import check_finite_weights
 from enfold.errors import EnfoldError, NonFiniteWeightsError
-from enfold.pipeline.checkpoint import check_finite_weights
 
 
 class Backend(ABC):

@@ -30,8 +30,8 @@ from enfold.artifact.runners import (
 from enfold.artifact.sidecar import check_agrees, read_sidecar, sidecar_path, verify_artifact
 from enfold.artifact.targets import CHECKPOINT_TARGETS
 from enfold.artifact.tensorrt_engine import import_tensorrt, require_gpu
+from enfold.digest import file_sha256
 from enfold.errors import EnfoldError, NonFiniteOutputError
-from enfold.pipeline.checkpoint import file_sha256
 
 EXPORT_HINT = "enfold export --checkpoint CKPT --target {target} --format {fmt} --out {out}"
 
@@ -234,7 +234,7 @@ def _like(out: np.ndarray, like: Array) -> Array:
 
 def checkpoint_session(path: Path, backend: str, device: str) -> InferenceSession:
     """A checkpoint served by PyTorch eager: every target its stage can serve."""
-    from enfold.pipeline.checkpoint import load_checkpoint
+    from enfold.checkpoint.store import load_checkpoint
 
     if backend not in ("auto", "torch"):
         raise EnfoldError(f"{path} is a checkpoint, which only the torch backend runs; for "

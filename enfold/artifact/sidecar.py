@@ -38,7 +38,7 @@ def sidecar_path(artifact: str | Path) -> Path:
 def write_sidecar(artifact: str | Path, meta: dict[str, Any]) -> Path:
     """Write ``meta`` as the sidecar of ``artifact`` (which must be written already), with the
     artifact's sha256; returns its path."""
-    from enfold.pipeline.checkpoint import file_sha256
+    from enfold.digest import file_sha256
 
     side = sidecar_path(artifact)
     write_output(side, json.dumps({**meta, "sha256": file_sha256(artifact)}, indent=2))
@@ -116,7 +116,7 @@ def check_metadata(meta: Any, where: str) -> None:
 def verify_artifact(artifact: str | Path, meta: dict[str, Any]) -> None:
     """The artifact is the file its sidecar describes: its sha256 matches the sidecar's (a
     sidecar from before sha256 was recorded gives a warning)."""
-    from enfold.pipeline.checkpoint import file_sha256
+    from enfold.digest import file_sha256
 
     want = meta.get("sha256")
     if want is None:  # exported before sidecars recorded it: still usable, said once per load

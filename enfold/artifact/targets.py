@@ -61,10 +61,11 @@ def torch_target(checkpoint: str | Path, target: str, steps: int | None = None,
     restorer's number of steps, default the trained K, and the pretext task it is for;
     ``grid_shifts``: the patch grids the energy of a restorer or energy target averages over,
     default 1)."""
+    from enfold.checkpoint.load import load_model
+    from enfold.checkpoint.store import library_versions
     from enfold.config import to_dict
     from enfold.corrupt import available
-    from enfold.pipeline.checkpoint import file_sha256, library_versions
-    from enfold.pipeline.load import load_model
+    from enfold.digest import file_sha256
 
     if target not in TARGETS:
         raise EnfoldError(f"unknown --target {target!r}; choose one of {', '.join(TARGETS)}")

@@ -132,8 +132,8 @@ def _read_checkpoint(ckpt: str, meta0: dict[str, Any]
                      ) -> tuple[dict[str, Any] | None, Any, list[str]]:
     """``(state, config, [])`` of the checkpoint, or ``(None, None, lines)`` saying why the
     card cannot describe it (gone from this machine, or written by another enfold)."""
+    from enfold.checkpoint.store import load_checkpoint
     from enfold.config import config_from_checkpoint
-    from enfold.pipeline.checkpoint import load_checkpoint
 
     path = Path(ckpt)
     state: dict[str, Any] | None = None
@@ -297,7 +297,7 @@ def render_card(out_dir: Path, exports: list[tuple[Path, dict[str, Any]]]) -> st
 
 def write_model_card(out_dir: str | Path) -> Path:
     """Write ``out_dir/README.md`` describing every export there; returns its path."""
-    from enfold.pipeline.checkpoint import atomic_write_bytes
+    from enfold.checkpoint.store import atomic_write_bytes
 
     out_dir = Path(out_dir)
     check_card_writable(out_dir)

@@ -36,9 +36,9 @@ TOLERANCE = 1e-4  # max |timm - enfold| on pooled features, fp32
 
 def encoder_state(checkpoint: str) -> tuple[dict[str, torch.Tensor], Any, str]:
     """The timm ViT's weights in ``checkpoint`` (no head), its config and its stage."""
+    from enfold.checkpoint.store import load_checkpoint
     from enfold.config import config_from_checkpoint
     from enfold.model.classifier import vit_state_from_pretrain
-    from enfold.pipeline.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     stage = state.get("stage")
@@ -48,7 +48,7 @@ def encoder_state(checkpoint: str) -> tuple[dict[str, torch.Tensor], Any, str]:
     elif stage == "finetune":
         from timm.models.vision_transformer import VisionTransformer
 
-        from enfold.pipeline.load import load_classifier
+        from enfold.checkpoint.load import load_classifier
 
         net, _, _ = load_classifier(checkpoint)
         # full fine-tuning holds the ViT as ``vit``, the linear probe as ``backbone.vit``
@@ -115,8 +115,9 @@ def export_timm_weights(checkpoint: str, out_dir: str | Path, target: str = "enc
     """
     import timm
 
+    from enfold.checkpoint.store import atomic_write_bytes
+    from enfold.digest import file_sha256
     from enfold.model.backbone import POOLING
-    from enfold.pipeline.checkpoint import atomic_write_bytes, file_sha256
 
     if target != "encoder":
         raise EnfoldError(f"--format safetensors writes the encoder as timm weights; got --target "

@@ -229,7 +229,7 @@ def write_triton_entry(artifact: str | Path, repo: str | Path,
     left alone: that is an error naming it.
     """
     from enfold.artifact.sidecar import read_sidecar
-    from enfold.pipeline.checkpoint import atomic_write_bytes
+    from enfold.checkpoint.store import atomic_write_bytes
 
     artifact = Path(artifact)
     meta = read_sidecar(artifact)

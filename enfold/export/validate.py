@@ -64,10 +64,10 @@ def check_onnx_graph(path: Path) -> dict[str, Any]:
 def heldout_pixels(checkpoint: str, meta: dict[str, Any], count: int):
     """Held-out images of the checkpoint's data in pixel space [0, 1]: ``(inputs, clean,
     weight)``, the inputs corrupted with the restorer's task, and the config."""
+    from enfold.checkpoint.store import load_checkpoint
     from enfold.config import config_from_checkpoint
     from enfold.corrupt import CorruptionContext, build_one, corrupt_batch
     from enfold.data import build_source
-    from enfold.pipeline.checkpoint import load_checkpoint
 
     cfg = config_from_checkpoint(load_checkpoint(checkpoint)["config"])
     source = build_source(cfg.data.source, "heldout", cfg.model, cfg.data, heldout_count=count)
@@ -177,7 +177,7 @@ def compare(target: str, runs: Runs) -> dict[str, Any]:
     """How far the artifact's outputs are from PyTorch's: max and mean absolute error (also per
     batch size), top-1 agreement for classifiers, update error and PSNRs for restorers."""
     from enfold.data import denormalize
-    from enfold.pipeline.restoration_eval import region_psnr
+    from enfold.metrics import region_psnr
 
     out, ref, usable = runs.out, runs.ref, runs.usable
     err = (out - ref).abs()

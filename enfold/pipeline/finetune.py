@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from timm.optim import param_groups_layer_decay
 from torch import nn
 
+from enfold.checkpoint.load import build_classifier, load_classifier
 from enfold.config import Config, save_config
 from enfold.data import LabeledDataset, build_source, build_train_loader, select_per_class
 from enfold.errors import EnfoldError
 from enfold.pipeline.classification_eval import classification_metrics, predict, report
 from enfold.pipeline.distributed import DistInfo, init_distributed, shutdown
 from enfold.pipeline.knn import extract_features, knn_scores
-from enfold.pipeline.load import build_classifier, load_classifier
 from enfold.pipeline.progress import MetricsLog
 from enfold.pipeline.run_lock import run_lock
 from enfold.pipeline.trainer import StageParts, fit, param_groups

@@ -11,15 +11,8 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from enfold.data import CorruptedDataset, build_eval_loader, denormalize
+from enfold.metrics import region_psnr
 from enfold.output_files import write_output
-
-
-def region_psnr(image: torch.Tensor, clean: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) on the weighted region; pixels in [0, 1]. ``(B,C,H,W) -> (B,)``."""
-    err = (image.clamp(0, 1) - clean.clamp(0, 1)).pow(2)  # (B, C, H, W)
-    w = weight.expand_as(err)
-    mse = (err * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-12)
-    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
 def panel_columns(corrupted: torch.Tensor, xs: list[torch.Tensor], clean: torch.Tensor,

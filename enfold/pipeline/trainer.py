@@ -25,9 +25,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from enfold.config import Config, TrainConfig, config_from_checkpoint, save_config, to_dict
-from enfold.errors import ConfigError, EnfoldError, NonFiniteLossError
-from enfold.pipeline.checkpoint import (
+from enfold.checkpoint.store import (
     LAST,
     copy_checkpoint,
     library_versions,
@@ -35,6 +33,8 @@ from enfold.pipeline.checkpoint import (
     save_checkpoint,
     snapshot_path,
 )
+from enfold.config import Config, TrainConfig, config_from_checkpoint, save_config, to_dict
+from enfold.errors import ConfigError, EnfoldError, NonFiniteLossError
 from enfold.pipeline.distributed import DistInfo, all_true, barrier
 from enfold.pipeline.progress import MetricsLog, Progress
 from enfold.pipeline.schedule import lr_at, scaled_floor, scaled_lr

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
+from enfold.checkpoint.load import load_energy_model
 from enfold.corrupt import CorruptionContext, build_one
 from enfold.data import build_source
-from enfold.pipeline.load import load_energy_model
 from enfold.pipeline.restoration_eval import evaluate_restoration
 
 

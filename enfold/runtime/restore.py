@@ -53,7 +53,7 @@ class Restoration:
 
     def psnr(self) -> dict[str, float]:
         """PSNR (dB) of the degraded and restored image against the clean one, on the region."""
-        from enfold.pipeline.restoration_eval import region_psnr
+        from enfold.metrics import region_psnr
 
         if self.clean is None or self.weight is None:
             return {}

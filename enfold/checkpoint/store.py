@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from enfold.digest import file_sha256  # noqa: F401  (re-exported)
 from enfold.errors import EnfoldError, NonFiniteWeightsError
 
 LAST = "checkpoint-last.pt"

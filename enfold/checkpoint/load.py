@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from enfold.checkpoint.store import load_checkpoint
 from enfold.config import Config, config_from_checkpoint
 from enfold.errors import EnfoldError
 from enfold.model import EnergyViT, build_energy_model
@@ -23,7 +24,6 @@ from enfold.model.classifier import (
     load_backbone_weights,
     vit_state_from_pretrain,
 )
-from enfold.pipeline.checkpoint import load_checkpoint
 
 # the fine-tune stage trains its classifier inside an objective module stored under this name
 _CLASSIFIER_PREFIX = "net."
