@@ -14,7 +14,7 @@ import json
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from enfold.artifact.targets import torch_target
 from enfold.artifact.tensorrt_engine import TensorRTRunner
 from enfold.checkpoint.store import check_finite_weights
 from enfold.errors import EnfoldError, NonFiniteWeightsError
+
+if TYPE_CHECKING:  # the model code loads only when a checkpoint is served
+    from enfold.checkpoint.load import CheckpointFile
 
 
 class Backend(ABC):
@@ -55,7 +58,7 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, checkpoint: str | Path, target: str, device: str,
+    def __init__(self, checkpoint: str | Path | CheckpointFile, target: str, device: str,
                  steps: int | None = None, task: str | None = None,
                  grid_shifts: int | None = None) -> None:
         if device == "cuda" and not torch.cuda.is_available():

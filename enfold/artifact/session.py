@@ -234,20 +234,21 @@ def _like(out: np.ndarray, like: Array) -> Array:
 
 def checkpoint_session(path: Path, backend: str, device: str) -> InferenceSession:
     """A checkpoint served by PyTorch eager: every target its stage can serve."""
-    from enfold.checkpoint.store import load_checkpoint
+    from enfold.checkpoint.load import open_checkpoint
 
     if backend not in ("auto", "torch"):
         raise EnfoldError(f"{path} is a checkpoint, which only the torch backend runs; for "
                           f"--backend {backend} export it first: "
                           + EXPORT_HINT.format(target="restorer|classifier",
                                                fmt=BACKEND_FORMAT.get(backend, backend), out="DIR"))
-    stage = load_checkpoint(path).get("stage")
+    opened = open_checkpoint(path)  # read and hashed once for all the targets it serves
+    stage = opened.stage
     if stage not in CHECKPOINT_TARGETS:
         raise EnfoldError(f"{path} is a '{stage}' checkpoint; serve a pretrain or finetune one")
     runners: dict[str, Backend] = {}
     meta: dict[str, Any] = {}
     for target in CHECKPOINT_TARGETS[stage]:
-        runners[target] = TorchBackend(path, target, device)
+        runners[target] = TorchBackend(opened, target, device)
         meta.update(runners[target].spec.metadata)
     meta.update(target=CHECKPOINT_TARGETS[stage][0], format="checkpoint", precision="fp32")
     return InferenceSession(meta, runners)
@@ -274,15 +275,19 @@ def _artifact_for(path: Path, meta: dict[str, Any], backend: str) -> Path:
 
 def _torch_from_artifact(meta: dict[str, Any], device: str) -> TorchBackend:
     """PyTorch eager on the checkpoint an artifact was exported from (checked by hash)."""
+    from enfold.checkpoint.load import open_checkpoint
+
     ckpt = Path(meta.get("checkpoint", ""))
     if not ckpt.is_file():
         raise EnfoldError(f"--backend torch needs the checkpoint this artifact came from, "
                           f"{ckpt}, which is missing; pass the checkpoint itself as --model")
-    if file_sha256(ckpt) != meta.get("checkpoint_sha256"):
+    digest = file_sha256(ckpt)  # checked before the file is read
+    if digest != meta.get("checkpoint_sha256"):
         raise EnfoldError(f"{ckpt} changed since the artifact was exported (sha256 differs); "
                           "re-export, or pass the checkpoint itself as --model")
-    return TorchBackend(ckpt, meta["target"], device, steps=meta.get("steps"),
-                        task=meta.get("task"), grid_shifts=meta.get("grid_shifts"))
+    return TorchBackend(open_checkpoint(ckpt, sha256=digest), meta["target"], device,
+                        steps=meta.get("steps"), task=meta.get("task"),
+                        grid_shifts=meta.get("grid_shifts"))
 
 
 def build_runner(backend: str, path: Path, meta: dict[str, Any], device: str,

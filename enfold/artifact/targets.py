@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from enfold.errors import EnfoldError
+
+if TYPE_CHECKING:
+    from enfold.checkpoint.load import CheckpointFile
 
 TARGETS = ("classifier", "encoder", "energy", "restorer")
 # Target -> the InferenceSession method that runs it (the server names its endpoints after these).
@@ -55,28 +58,29 @@ class TorchTarget:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def torch_target(checkpoint: str | Path, target: str, steps: int | None = None,
+def torch_target(checkpoint: str | Path | CheckpointFile, target: str, steps: int | None = None,
                  task: str | None = None, grid_shifts: int | None = None) -> TorchTarget:
-    """Load ``checkpoint`` and wrap what ``target`` computes (``steps`` and ``task``: the
-    restorer's number of steps, default the trained K, and the pretext task it is for;
-    ``grid_shifts``: the patch grids the energy of a restorer or energy target averages over,
-    default 1)."""
-    from enfold.checkpoint.load import load_model
+    """Load ``checkpoint`` (a path, or a file already opened: it is then neither read nor
+    hashed again) and wrap what ``target`` computes (``steps`` and ``task``: the restorer's
+    number of steps, default the trained K, and the pretext task it is for; ``grid_shifts``:
+    the patch grids the energy of a restorer or energy target averages over, default 1)."""
+    from enfold.checkpoint.load import load_model, open_checkpoint
     from enfold.checkpoint.store import library_versions
     from enfold.config import to_dict
     from enfold.corrupt import available
-    from enfold.digest import file_sha256
 
     if target not in TARGETS:
         raise EnfoldError(f"unknown --target {target!r}; choose one of {', '.join(TARGETS)}")
-    loaded = load_model(checkpoint)
+    opened = open_checkpoint(checkpoint)
+    checkpoint = opened.path
+    loaded = load_model(opened)
     stage, cfg, model = loaded.stage, loaded.cfg, loaded.model
     versions = library_versions()
     meta: dict[str, Any] = {
         "target": target, "img_size": cfg.model.img_size, "in_chans": cfg.model.in_chans,
         "mean": cfg.data.mean, "std": cfg.data.std, "arch": cfg.model.arch,
         "enfold_version": versions.get("enfold"), "torch_version": versions.get("torch"),
-        "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint": str(checkpoint), "checkpoint_sha256": opened.sha256,
         "checkpoint_stage": stage, "patch_size": cfg.model.patch_size,
         # how image files become model inputs, for every runtime backend alike
         "preprocess": "centre square crop, bilinear resize (antialiased) to img_size, "

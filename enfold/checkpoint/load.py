@@ -4,18 +4,25 @@ A pretrain checkpoint becomes the :class:`EnergyViT`, a finetune checkpoint the 
 (:class:`ViTClassifier`, or :class:`LinearProbe` for ``--mode linear``). Every stage, the pictures,
 the export and the runtime's PyTorch backend load through here, so a change of checkpoint layout
 is made once. Models come back in eval mode on the CPU.
+
+:func:`open_checkpoint` reads a file once (:class:`CheckpointFile`: its contents, config and
+sha256); a runtime session or an export passes that along, so serving three targets of one
+checkpoint, or exporting and validating it, reads and hashes the file once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from enfold.checkpoint.store import load_checkpoint
 from enfold.config import Config, config_from_checkpoint
+from enfold.digest import file_sha256
 from enfold.errors import EnfoldError
 from enfold.model import EnergyViT, build_energy_model
 from enfold.model.classifier import (
@@ -29,6 +36,43 @@ from enfold.model.classifier import (
 _CLASSIFIER_PREFIX = "net."
 
 
+@dataclass(frozen=True)
+class CheckpointFile:
+    """One checkpoint file, read once (weights only, checked finite): its contents, and its
+    config and sha256, each worked out on first use and then kept."""
+
+    path: Path
+    state: dict[str, Any]
+
+    @property
+    def stage(self) -> Any:
+        """``"pretrain"``, ``"finetune"``, or what a foreign file says (checked by the users)."""
+        return self.state.get("stage")
+
+    @cached_property
+    def cfg(self) -> Config:
+        """The run's resolved config."""
+        return config_from_checkpoint(self.state["config"])
+
+    @cached_property
+    def sha256(self) -> str:
+        """The file's SHA-256, hashed once."""
+        return file_sha256(self.path)
+
+
+def open_checkpoint(checkpoint: str | Path | CheckpointFile,
+                    sha256: str | None = None) -> CheckpointFile:
+    """Read an enfold checkpoint once; an already opened one is passed through as it is.
+    ``sha256``: the file's digest when the caller has just computed it (to check the file
+    before reading it), so it is not hashed again."""
+    if isinstance(checkpoint, CheckpointFile):
+        return checkpoint
+    opened = CheckpointFile(Path(checkpoint), load_checkpoint(checkpoint))
+    if sha256 is not None:
+        opened.__dict__["sha256"] = sha256  # the cached_property's own slot
+    return opened
+
+
 @dataclass
 class LoadedCheckpoint:
     """A checkpoint's model with what was saved beside it."""
@@ -40,11 +84,11 @@ class LoadedCheckpoint:
     versions: dict[str, str]
 
 
-def load_model(checkpoint: str | Path) -> LoadedCheckpoint:
-    """Any enfold checkpoint -> its model, config, class names and library versions."""
-    state = load_checkpoint(checkpoint)
-    stage = state.get("stage")
-    cfg = config_from_checkpoint(state["config"])
+def load_model(checkpoint: str | Path | CheckpointFile) -> LoadedCheckpoint:
+    """Any enfold checkpoint (a path, or one already opened) -> its model, config, class names
+    and library versions. Each call builds a model of its own."""
+    opened = open_checkpoint(checkpoint)
+    checkpoint, state, stage, cfg = opened.path, opened.state, opened.stage, opened.cfg
     versions = dict(state.get("versions", {}))
     if stage == "pretrain":
         model = build_energy_model(cfg)
@@ -64,20 +108,23 @@ def load_model(checkpoint: str | Path) -> LoadedCheckpoint:
                       "an `enfold pretrain` or `enfold finetune` run")
 
 
-def load_energy_model(checkpoint: str | Path) -> tuple[EnergyViT, Config]:
+def load_energy_model(checkpoint: str | Path | CheckpointFile) -> tuple[EnergyViT, Config]:
     """The energy ViT and its config from a pretrain checkpoint (eval mode, CPU)."""
-    loaded = load_model(checkpoint)
+    opened = open_checkpoint(checkpoint)
+    loaded = load_model(opened)
     if loaded.stage != "pretrain":
-        raise EnfoldError(f"{checkpoint} is a '{loaded.stage}' checkpoint; "
+        raise EnfoldError(f"{opened.path} is a '{loaded.stage}' checkpoint; "
                           "pass a pretrain checkpoint")
     return loaded.model, loaded.cfg
 
 
-def load_classifier(checkpoint: str | Path) -> tuple[nn.Module, Config, list[str]]:
+def load_classifier(checkpoint: str | Path | CheckpointFile
+                    ) -> tuple[nn.Module, Config, list[str]]:
     """A fine-tuned classifier (eval mode, CPU) with its config and class names."""
-    loaded = load_model(checkpoint)
+    opened = open_checkpoint(checkpoint)
+    loaded = load_model(opened)
     if loaded.stage != "finetune":
-        raise EnfoldError(f"{checkpoint} is a '{loaded.stage}' checkpoint; pass the "
+        raise EnfoldError(f"{opened.path} is a '{loaded.stage}' checkpoint; pass the "
                           "checkpoint of an `enfold finetune` run")
     return loaded.model, loaded.cfg, loaded.classes or []
 

@@ -49,8 +49,10 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
     Every export rewrites the folder's model card (``README.md``); ``triton_repo`` also writes
     the artifact's Triton model repository entry there. An artifact or sidecar that already
     exists is refused before any work unless ``overwrite``. An export that fails (its validation
-    included) leaves no artifact or sidecar behind.
+    included) leaves no artifact or sidecar behind. The checkpoint is read and hashed once, for
+    the trace, the validation and the card alike.
     """
+    from enfold.checkpoint.load import open_checkpoint
     from enfold.export.model_card import check_card_writable, save_validation, write_model_card
 
     if fmt not in FORMATS:
@@ -67,10 +69,11 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
 
         planned = [Path(out_dir) / WEIGHTS_NAME, Path(out_dir) / CONFIG_NAME]
         refuse_existing(planned, overwrite)
+        opened = open_checkpoint(checkpoint)
         with _removed_on_failure(planned):
-            result = export_timm_weights(checkpoint, out_dir, target, validate)
+            result = export_timm_weights(opened, out_dir, target, validate)
         save_validation(result["artifact"], result.get("validation"))
-        result["card"] = str(write_model_card(out_dir))
+        result["card"] = str(write_model_card(out_dir, opened))
         return result
     if precision not in ("fp32", "fp16"):
         raise EnfoldError(f"unknown --precision {precision!r}; use fp32 or fp16")
@@ -82,7 +85,8 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
 
         import_tensorrt()
         require_gpu()
-    spec = build_spec(checkpoint, target, steps, task, grid_shifts=grid_shifts)
+    opened = open_checkpoint(checkpoint)
+    spec = build_spec(opened, target, steps, task, grid_shifts=grid_shifts)
     out_dir = Path(out_dir)
     path = artifact_path(out_dir, target, fmt, precision, spec.metadata.get("steps"),
                          spec.metadata.get("grid_shifts", 1))
@@ -92,10 +96,10 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
     refuse_existing(planned, overwrite)
     clear_outputs(planned)  # the exporters open these paths themselves: never through a link
     with _removed_on_failure(planned):
-        result = _write_and_validate(spec, checkpoint, path, fmt, precision, (lo, opt, hi),
+        result = _write_and_validate(spec, opened, path, fmt, precision, (lo, opt, hi),
                                      validate)
     save_validation(path, result.get("validation"))
-    result["card"] = str(write_model_card(out_dir))
+    result["card"] = str(write_model_card(out_dir, opened))
     if triton_repo is not None:
         from enfold.export.triton_repo import write_triton_entry
 
@@ -120,7 +124,7 @@ def _removed_on_failure(paths: list[Path]) -> Iterator[None]:
         raise
 
 
-def _write_and_validate(spec: Any, checkpoint: str, path: Path, fmt: str, precision: str,
+def _write_and_validate(spec: Any, checkpoint: Any, path: Path, fmt: str, precision: str,
                         profile: tuple[int, int, int], validate: bool) -> dict[str, Any]:
     """Write the artifact and its sidecar at ``path``; validate it unless told not to."""
     lo, opt, hi = profile

@@ -9,6 +9,7 @@ step sizes baked in. Nothing in it needs autograd at run time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from torch._decomp import core_aten_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from enfold.artifact.targets import TargetModule, restorer_inputs, torch_target
+from enfold.checkpoint.load import CheckpointFile
 from enfold.errors import EnfoldError
 
 
@@ -114,10 +116,11 @@ def follow_input_device(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return graph
 
 
-def build_spec(checkpoint: str, target: str, steps: int | None = None,
+def build_spec(checkpoint: str | Path | CheckpointFile, target: str, steps: int | None = None,
                task: str | None = None, trace: bool = True,
                grid_shifts: int | None = None) -> ExportSpec:
-    """Rebuild the model of ``checkpoint`` and the graph for ``target``.
+    """Rebuild the model of ``checkpoint`` (a path, or a file already opened) and the graph
+    for ``target``.
 
     ``trace=False`` skips tracing the restorer graph (when only the eager module is needed).
     """

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from enfold.artifact.formats import FORMATS as ARTIFACT_FORMATS
 from enfold.errors import EnfoldError
 from enfold.output_files import write_output
+
+if TYPE_CHECKING:
+    from enfold.checkpoint.load import CheckpointFile
 
 CARD_NAME = "README.md"
 MARKER = "<!-- written by enfold export: every export into this folder rewrites this file -->"
@@ -116,10 +119,12 @@ def _io(meta: dict[str, Any]) -> str:
     return f"images (B, {c}, {s}, {s}){inputs} -> {out}"
 
 
-def _checkpoint_section(ckpt: str, exports: list[tuple[Path, dict[str, Any]]]) -> list[str]:
-    """Data, recipe, numbers and reproduction for the exports of one checkpoint."""
+def _checkpoint_section(ckpt: str, exports: list[tuple[Path, dict[str, Any]]],
+                        opened: CheckpointFile | None = None) -> list[str]:
+    """Data, recipe, numbers and reproduction for the exports of one checkpoint (``opened``:
+    a checkpoint the caller has read already, used when it is this one)."""
     lines = [f"## From `{ckpt}`", ""]
-    state, cfg, notice = _read_checkpoint(ckpt, exports[0][1])
+    state, cfg, notice = _read_checkpoint(ckpt, exports[0][1], opened)
     if state is None or cfg is None:
         return lines + notice
     path = Path(ckpt)
@@ -128,7 +133,7 @@ def _checkpoint_section(ckpt: str, exports: list[tuple[Path, dict[str, Any]]]) -
             + _reproduce(state, path, exports))
 
 
-def _read_checkpoint(ckpt: str, meta0: dict[str, Any]
+def _read_checkpoint(ckpt: str, meta0: dict[str, Any], opened: CheckpointFile | None = None
                      ) -> tuple[dict[str, Any] | None, Any, list[str]]:
     """``(state, config, [])`` of the checkpoint, or ``(None, None, lines)`` saying why the
     card cannot describe it (gone from this machine, or written by another enfold)."""
@@ -137,7 +142,9 @@ def _read_checkpoint(ckpt: str, meta0: dict[str, Any]
 
     path = Path(ckpt)
     state: dict[str, Any] | None = None
-    if path.is_file():
+    if opened is not None and opened.path == path:
+        state = opened.state  # the export's own checkpoint, read once already
+    elif path.is_file():
         try:
             state = load_checkpoint(path)
         except EnfoldError:
@@ -255,8 +262,10 @@ def _reproduce(state: dict[str, Any], path: Path,
     return lines
 
 
-def render_card(out_dir: Path, exports: list[tuple[Path, dict[str, Any]]]) -> str:
-    """The card's Markdown for ``exports`` (see :func:`find_exports`)."""
+def render_card(out_dir: Path, exports: list[tuple[Path, dict[str, Any]]],
+                opened: CheckpointFile | None = None) -> str:
+    """The card's Markdown for ``exports`` (see :func:`find_exports`); ``opened``: the
+    checkpoint the caller has read already, not read again."""
     targets = sorted({m["target"] for _, m in exports})
     lines = [f"# enfold exports: {', '.join(targets)}", "", MARKER, "",
              "A vision transformer trained as an energy model: its forward pass gives one energy "
@@ -281,7 +290,7 @@ def render_card(out_dir: Path, exports: list[tuple[Path, dict[str, Any]]]) -> st
     for artifact, meta in exports:
         by_checkpoint.setdefault(meta.get("checkpoint", "unknown"), []).append((artifact, meta))
     for ckpt, group in by_checkpoint.items():
-        lines += _checkpoint_section(ckpt, group)
+        lines += _checkpoint_section(ckpt, group, opened)
     lines += ["## Limits", "",
               "- Fixed input size: each export takes only the image size and channel count in "
               "the table; other images are centre-cropped and resized first (`preprocess` in "
@@ -295,8 +304,9 @@ def render_card(out_dir: Path, exports: list[tuple[Path, dict[str, Any]]]) -> st
     return "\n".join(lines)
 
 
-def write_model_card(out_dir: str | Path) -> Path:
-    """Write ``out_dir/README.md`` describing every export there; returns its path."""
+def write_model_card(out_dir: str | Path, opened: CheckpointFile | None = None) -> Path:
+    """Write ``out_dir/README.md`` describing every export there; returns its path.
+    ``opened``: the checkpoint an export has just read, so the card does not read it again."""
     from enfold.checkpoint.store import atomic_write_bytes
 
     out_dir = Path(out_dir)
@@ -305,6 +315,6 @@ def write_model_card(out_dir: str | Path) -> Path:
     if not exports:
         raise EnfoldError(f"no enfold exports in {out_dir} to describe")
     card = out_dir / CARD_NAME
-    text = render_card(out_dir, exports)
+    text = render_card(out_dir, exports, opened)
     atomic_write_bytes(card, lambda f: f.write(text.encode()))
     return card

@@ -21,11 +21,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from enfold.errors import EnfoldError
+
+if TYPE_CHECKING:
+    from enfold.checkpoint.load import CheckpointFile
+
+    # a checkpoint's path, or the file already opened (then neither read nor hashed again)
+    Checkpoint = str | Path | CheckpointFile
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -34,15 +40,13 @@ HEAD_PREFIX = "head."
 TOLERANCE = 1e-4  # max |timm - enfold| on pooled features, fp32
 
 
-def encoder_state(checkpoint: str) -> tuple[dict[str, torch.Tensor], Any, str]:
+def encoder_state(checkpoint: Checkpoint) -> tuple[dict[str, torch.Tensor], Any, str]:
     """The timm ViT's weights in ``checkpoint`` (no head), its config and its stage."""
-    from enfold.checkpoint.store import load_checkpoint
-    from enfold.config import config_from_checkpoint
+    from enfold.checkpoint.load import open_checkpoint
     from enfold.model.classifier import vit_state_from_pretrain
 
-    state = load_checkpoint(checkpoint)
-    stage = state.get("stage")
-    cfg = config_from_checkpoint(state["config"])
+    checkpoint = open_checkpoint(checkpoint)
+    state, stage, cfg = checkpoint.state, checkpoint.stage, checkpoint.cfg
     if stage == "pretrain":
         weights = vit_state_from_pretrain(state["model"])
     elif stage == "finetune":
@@ -55,7 +59,7 @@ def encoder_state(checkpoint: str) -> tuple[dict[str, torch.Tensor], Any, str]:
         vit = next(m for m in net.modules() if isinstance(m, VisionTransformer))
         weights = vit.state_dict()
     else:
-        raise EnfoldError(f"{checkpoint} is a '{stage}' checkpoint; timm weights come from a "
+        raise EnfoldError(f"{checkpoint.path} is a '{stage}' checkpoint; timm weights come from a "
                           "pretrain or finetune checkpoint")
     weights = {k: v.detach().contiguous() for k, v in weights.items()
                if not k.startswith(HEAD_PREFIX)}
@@ -106,7 +110,7 @@ def load_timm_model(folder: str | Path, num_classes: int = 0) -> torch.nn.Module
                              **config["model_args"]).eval()
 
 
-def export_timm_weights(checkpoint: str, out_dir: str | Path, target: str = "encoder",
+def export_timm_weights(checkpoint: Checkpoint, out_dir: str | Path, target: str = "encoder",
                         validate: bool = True) -> dict[str, Any]:
     """Write ``model.safetensors`` and ``config.json`` into ``out_dir``; check them with timm.
 
@@ -115,13 +119,14 @@ def export_timm_weights(checkpoint: str, out_dir: str | Path, target: str = "enc
     """
     import timm
 
+    from enfold.checkpoint.load import open_checkpoint
     from enfold.checkpoint.store import atomic_write_bytes
-    from enfold.digest import file_sha256
     from enfold.model.backbone import POOLING
 
     if target != "encoder":
         raise EnfoldError(f"--format safetensors writes the encoder as timm weights; got --target "
                           f"{target} (use --target encoder, or onnx/torchscript for the {target})")
+    checkpoint = open_checkpoint(checkpoint)  # read and hashed once
     weights, cfg, stage = encoder_state(checkpoint)
     config = timm_config(cfg, 0, {})
     plain = timm.create_model(cfg.model.arch, pretrained=False, num_classes=0,
@@ -129,13 +134,13 @@ def export_timm_weights(checkpoint: str, out_dir: str | Path, target: str = "enc
     try:
         plain.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
-        raise EnfoldError(f"the encoder in {checkpoint} does not match timm's "
+        raise EnfoldError(f"the encoder in {checkpoint.path} does not match timm's "
                           f"{cfg.model.arch} with {config['model_args']}: {exc}") from exc
     meta = {"target": "encoder", "format": "safetensors", "arch": cfg.model.arch,
             "img_size": cfg.model.img_size, "in_chans": cfg.model.in_chans,
             "patch_size": cfg.model.patch_size, "mean": list(cfg.data.mean),
-            "std": list(cfg.data.std), "checkpoint": str(checkpoint),
-            "checkpoint_sha256": file_sha256(checkpoint), "checkpoint_stage": stage,
+            "std": list(cfg.data.std), "checkpoint": str(checkpoint.path),
+            "checkpoint_sha256": checkpoint.sha256, "checkpoint_stage": stage,
             "pooling": dict(POOLING), "precision": "fp32"}
     config = timm_config(cfg, int(plain.num_features), meta)
     out_dir = Path(out_dir)
@@ -157,11 +162,14 @@ def _safetensors_bytes(weights: dict[str, torch.Tensor]) -> bytes:
     return save(weights, metadata={"format": "pt"})
 
 
-def validate_timm_weights(folder: str | Path, checkpoint: str, count: int = 64) -> dict[str, Any]:
+def validate_timm_weights(folder: str | Path, checkpoint: Checkpoint,
+                          count: int = 64) -> dict[str, Any]:
     """timm's model from ``folder`` vs enfold's encoder on held-out images (pooled features)."""
+    from enfold.checkpoint.load import open_checkpoint
     from enfold.export.graphs import build_spec
     from enfold.export.validate import ValidationError, heldout_inputs
 
+    checkpoint = open_checkpoint(checkpoint)
     folder = Path(folder)
     vit = load_timm_model(folder)
     spec = build_spec(checkpoint, "encoder", trace=False)

@@ -21,7 +21,11 @@ from enfold.artifact.formats import FORMAT_BACKEND
 from enfold.artifact.runners import TorchBackend
 from enfold.artifact.session import open_artifact
 from enfold.artifact.sidecar import check_agrees, read_sidecar, sidecar_path
+from enfold.checkpoint.load import CheckpointFile, open_checkpoint
 from enfold.errors import EnfoldError
+
+# a checkpoint's path, or the file already opened (then neither read nor hashed again)
+Checkpoint = str | Path | CheckpointFile
 
 # max |artifact - pytorch| allowed, by precision (outputs: logits, features, energy, image).
 # fp32 is absolute; fp16 is relative to the output's scale, max(1, max |pytorch output|),
@@ -61,15 +65,13 @@ def check_onnx_graph(path: Path) -> dict[str, Any]:
     return {"onnx_ops": ops, "onnx_nodes": len(model.graph.node)}
 
 
-def heldout_pixels(checkpoint: str, meta: dict[str, Any], count: int):
+def heldout_pixels(checkpoint: Checkpoint, meta: dict[str, Any], count: int):
     """Held-out images of the checkpoint's data in pixel space [0, 1]: ``(inputs, clean,
     weight)``, the inputs corrupted with the restorer's task, and the config."""
-    from enfold.checkpoint.store import load_checkpoint
-    from enfold.config import config_from_checkpoint
     from enfold.corrupt import CorruptionContext, build_one, corrupt_batch
     from enfold.data import build_source
 
-    cfg = config_from_checkpoint(load_checkpoint(checkpoint)["config"])
+    cfg = open_checkpoint(checkpoint).cfg
     source = build_source(cfg.data.source, "heldout", cfg.model, cfg.data, heldout_count=count)
     images = torch.stack([source.image(i) for i in range(min(count, len(source)))]).float()
     if meta["target"] != "restorer":
@@ -89,7 +91,7 @@ def restorer_extras(meta: dict[str, Any], pixels: torch.Tensor, clean: torch.Ten
     return {name: known[name]() for name in meta.get("restorer_inputs") or []}
 
 
-def heldout_inputs(checkpoint: str, meta: dict[str, Any], count: int):
+def heldout_inputs(checkpoint: Checkpoint, meta: dict[str, Any], count: int):
     """Held-out images of the checkpoint's data: ``(inputs, clean, weight)``, normalised."""
     from enfold.data import normalize
 
@@ -127,8 +129,8 @@ class Verdict:
     passed: bool
 
 
-def run_both(artifact: Path, checkpoint: str, meta: dict[str, Any], batches: tuple[int, ...],
-             count: int, device: str) -> Runs:
+def run_both(artifact: Path, checkpoint: Checkpoint, meta: dict[str, Any],
+             batches: tuple[int, ...], count: int, device: str) -> Runs:
     """Run ``artifact`` (as ``enfold.runtime.load`` runs it) and PyTorch eager on the
     checkpoint over ``count`` held-out images; ValidationError when the sidecar disagrees with
     the checkpoint."""
@@ -138,13 +140,14 @@ def run_both(artifact: Path, checkpoint: str, meta: dict[str, Any], batches: tup
     # The artifact runs in the session users get from enfold.runtime.load (its normalisation,
     # batch cutting and padding); PyTorch sees the same pixels normalised by the data pipeline.
     session = open_artifact(artifact, FORMAT_BACKEND[meta["format"]], device)
+    checkpoint = open_checkpoint(checkpoint)  # read once: the reference, the data, the config
     reference = TorchBackend(checkpoint, target, "cpu", steps=meta.get("steps"),
                              task=meta.get("task"), grid_shifts=meta.get("grid_shifts"))
     # every sidecar field that changes results (sizes, normalisation, class names, steps, step
     # sizes, task settings) must be the checkpoint's: equal outputs alone would not show an
     # edited mean or a wrong class list
     try:
-        check_agrees(meta, reference.spec.metadata, f"the checkpoint {checkpoint}",
+        check_agrees(meta, reference.spec.metadata, f"the checkpoint {checkpoint.path}",
                      str(sidecar_path(artifact)))
     except EnfoldError as exc:
         raise ValidationError(str(exc)) from exc
@@ -217,9 +220,9 @@ def verdict(precision: str, metrics: dict[str, Any], ref: torch.Tensor,
                    bool(worst <= tol and metrics.get("top1_agreement", 1.0) == 1.0))
 
 
-def validate_artifact(artifact: str | Path, checkpoint: str, batches: tuple[int, ...] = (1, 3, 8),
-                      count: int = 64, tolerance: float | None = None,
-                      device: str = "cpu") -> dict[str, Any]:
+def validate_artifact(artifact: str | Path, checkpoint: Checkpoint,
+                      batches: tuple[int, ...] = (1, 3, 8), count: int = 64,
+                      tolerance: float | None = None, device: str = "cpu") -> dict[str, Any]:
     """Compare ``artifact``, run as ``enfold.runtime.load`` runs it, with PyTorch eager on the
     checkpoint; raise :class:`ValidationError` beyond tolerance. The steps: :func:`run_both`,
     :func:`compare`, :func:`verdict`."""
