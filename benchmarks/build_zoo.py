@@ -222,7 +222,7 @@ def build_model(spec: ModelSpec, zoo: Path, runs_root: Path, log=print) -> dict[
     fixed = reference_input(artifact, config)
     references = {a.name: _rel(record_reference(a, fixed), zoo) for a in artifacts}
     assert all(reference_path(a).is_file() for a in artifacts)
-    precision = meta.get("precision", "fp32")
+    precision = meta.precision or "fp32"
     commands = [*spec.train, export_command(spec, ckpt, precision)]
     if spec.timm:
         commands.append(f"enfold export --checkpoint {ckpt} --target encoder --format "
@@ -234,12 +234,12 @@ def build_model(spec: ModelSpec, zoo: Path, runs_root: Path, log=print) -> dict[
     entry = {
         "name": spec.name, "task": spec.task, "target": spec.target,
         "description": spec.description,
-        "corruption": meta.get("task") if spec.target == "restorer" else None,
-        "img_size": meta["img_size"], "in_chans": meta["in_chans"], "precision": precision,
+        "corruption": meta.task if spec.target == "restorer" else None,
+        "img_size": meta.img_size, "in_chans": meta.in_chans, "precision": precision,
         "artifact": _rel(artifact, zoo), "size_bytes": artifact.stat().st_size,
         "sha256": file_sha256(artifact), "metric": metric, "reproduce": commands,
         "config": spec.config, "run_config": _rel(config, zoo),
-        "checkpoint_sha256": meta.get("checkpoint_sha256"), "references": references,
+        "checkpoint_sha256": meta.checkpoint_sha256, "references": references,
         "files": _files(zoo, out),
     }
     return entry

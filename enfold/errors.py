@@ -50,3 +50,8 @@ class NonFiniteOutputError(EnfoldError):
     def __init__(self, message: str, rows: list[int] | None = None) -> None:
         super().__init__(message)
         self.rows = rows or []
+
+
+class SidecarError(EnfoldError):
+    """An artifact's JSON sidecar is missing, unreadable, or holds a field that is unknown,
+    missing or impossible."""

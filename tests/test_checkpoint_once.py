@@ -48,7 +48,7 @@ def test_a_checkpoint_session_reads_and_hashes_it_once(tiny_runs, reads, stage):
     assert len(session.targets) >= 2  # several targets, one read
     assert loads[ckpt] == 1, f"torch.load of the checkpoint {loads[ckpt]} times"
     assert hashes[ckpt] == 1, f"the checkpoint hashed {hashes[ckpt]} times"
-    assert session.metadata["checkpoint_sha256"] == enfold.digest.file_sha256(ckpt)
+    assert session.metadata.checkpoint_sha256 == enfold.digest.file_sha256(ckpt)
 
 
 def test_an_export_reads_and_hashes_its_checkpoint_once(tiny_runs, reads, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from enfold.artifact.sidecar import Sidecar
 from enfold.data.decode import IMAGE_EXTENSIONS, decode, open_image, read_header
 from enfold.errors import EnfoldError, LimitError
 from enfold.runtime.blend import blend_tiles
@@ -131,7 +132,7 @@ def test_jpeg_views_decode_at_reduced_scale():
     # the reduced decode is the same picture: the means agree
     assert float(small.mean()) == pytest.approx(float(full.mean()), abs=0.01)
     # the budget counts what is decoded, so a photo above max_pixels still gives a small view
-    meta = {"img_size": 16, "in_chans": 3}
+    meta = Sidecar("onnx", "encoder", 16, 3, (0.5,) * 3, (0.5,) * 3)
     view = decode_view(data, meta, budget=WorkBudget(max_pixels=100_000))
     assert view.shape == (3, 16, 16)
 

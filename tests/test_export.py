@@ -97,7 +97,7 @@ def test_torchscript_loads_in_a_fresh_process_without_enfold(checkpoints, tmp_pa
         result = export_artifact(ckpt, target, "torchscript", tmp_path / target, batch="1:4:8")
         assert result["validation"]["passed"], target
         spec = build_spec(ckpt, target)
-        (inputs, _, _), _ = heldout_inputs(ckpt, spec.metadata, 4)
+        (inputs, _, _), _ = heldout_inputs(ckpt, spec.target, 4, spec.metadata.get("task"))
         with torch.no_grad():
             expected = spec.reference(inputs)
         torch.save({"x": inputs, "y": expected}, tmp_path / f"{target}-io.pt")

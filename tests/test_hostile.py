@@ -20,6 +20,7 @@ from PIL import Image
 from test_serve import start_server, stop, wait_healthy
 from tiny_runs import FINETUNE_TINY, copy_run
 
+from enfold.artifact.sidecar import Sidecar
 from enfold.runtime.images import encode_png
 
 
@@ -331,7 +332,7 @@ def test_sigterm_stops_a_busy_server_within_seconds(servers):
 class _SlowSession:
     """Just enough of an InferenceSession for create_app; its model takes a second."""
 
-    metadata = {"img_size": 8, "in_chans": 3, "mean": [0.5] * 3, "std": [0.5] * 3}
+    metadata = Sidecar("onnx", "energy", 8, 3, (0.5,) * 3, (0.5,) * 3)
     targets = ["energy"]
     in_chans, img_size = 3, 8
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
+from enfold.artifact.sidecar import Sidecar
 from enfold.data.decode import decode, open_image
 from enfold.errors import EnfoldError
 from enfold.runtime.images import decode_view
@@ -52,7 +53,7 @@ def test_exif_orientation_is_applied(orientation, stored, tmp_path):
     path.write_bytes(data)
     # training folders and the model's view decode through the same path
     assert open_image(path).shape == (3, 16, 24)
-    meta = {"img_size": 8, "in_chans": 3}
+    meta = Sidecar("onnx", "encoder", 8, 3, (0.5,) * 3, (0.5,) * 3)
     view, upright_view = decode_view(data, meta), decode_view(jpeg(img), meta)
     assert (view - upright_view).abs().mean() < 0.02
 

@@ -18,6 +18,7 @@ import torch
 from conftest import ROOT
 from PIL import Image
 
+from enfold.artifact.sidecar import Sidecar
 from enfold.runtime import load
 from enfold.runtime.batching import MicroBatcher
 from enfold.runtime.images import decode_image, encode_png, model_view
@@ -305,7 +306,7 @@ def test_batcher_isolates_a_failing_batch_and_chunks_large_requests():
 class _BrokenSession:
     """Just enough of an InferenceSession for create_app; its model always fails."""
 
-    metadata = {"img_size": 8, "in_chans": 3, "mean": [0.5] * 3, "std": [0.5] * 3}
+    metadata = Sidecar("onnx", "energy", 8, 3, (0.5,) * 3, (0.5,) * 3)
     targets = ["energy"]
     in_chans, img_size = 3, 8
 

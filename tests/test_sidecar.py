@@ -45,7 +45,7 @@ def test_sidecar_records_the_artifacts_sha256_and_loading_checks_it(exports, tmp
 
     for fmt in ("onnx", "torchscript"):
         art = exports[fmt]
-        assert read_sidecar(art)["sha256"] == file_sha256(art)
+        assert read_sidecar(art).sha256 == file_sha256(art)
         bad = tampered(art, tmp_path / fmt, data=art.read_bytes() + b"\0")
         with pytest.raises(EnfoldError, match="sha256 differs"):
             load(bad)
@@ -119,7 +119,7 @@ def test_case7_damaged_onnx_and_torchscript_files_are_one_line_errors(exports, t
     image = tmp_path / "n.png"
     Image.new("RGB", (8, 8)).save(image)
     good = exports["onnx"].read_bytes()
-    sidecar = read_sidecar(exports["onnx"])
+    sidecar = read_sidecar(exports["onnx"]).to_dict()
     damaged = {"truncated.onnx": good[: len(good) // 2], "random.onnx": bytes(range(256)) * 16,
                "empty.onnx": b"", "model.ts": Path(exports["pretrain"]).read_bytes()}
     for name, data in damaged.items():

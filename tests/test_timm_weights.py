@@ -37,7 +37,7 @@ def no_downloads(monkeypatch):
 
 
 def held_out(checkpoint) -> torch.Tensor:
-    (inputs, _, _), _ = heldout_inputs(str(checkpoint), {"target": "encoder"}, 16)
+    (inputs, _, _), _ = heldout_inputs(str(checkpoint), "encoder", 16)
     return inputs
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import run_cli
 
-from enfold.artifact.sidecar import read_sidecar, write_sidecar
+from enfold.artifact.sidecar import Sidecar, read_sidecar, write_sidecar
 from enfold.errors import EnfoldError
 from enfold.export.triton_repo import (
     MARKER,
@@ -73,7 +73,7 @@ def test_onnx_entries_parse_and_match_the_graph(exports, tmp_path, target):
     model_dims = list(out.reshape.shape) if out.HasField("reshape") else list(out.dims)
     assert (out.name, [-1, *model_dims]) == (out_name, out_shape)
     params = {k: json.loads(v.string_value) for k, v in config.parameters.items()}
-    assert params["target"] == target and params["mean"] == meta["mean"]
+    assert params["target"] == target and params["mean"] == list(meta.mean)
     assert "checkpoint" not in params  # a path on the exporting machine
     # the repository's model file is the artifact, and runs under the config's names and shapes
     import onnxruntime
@@ -122,7 +122,7 @@ def test_tensorrt_entry_from_the_sidecar_alone(exports, tmp_path, monkeypatch):
         shutil.copy(onnx_file, folder / onnx_file.name)
         engine = folder / onnx_file.with_suffix(".engine").name
         engine.write_bytes(b"a serialized engine")  # copied, never parsed
-        write_sidecar(engine, {**read_sidecar(onnx_file), "format": "tensorrt",
+        write_sidecar(engine, {**read_sidecar(onnx_file).to_dict(), "format": "tensorrt",
                                "batch_profile": [1, 2, 8]})
         written = write_triton_entry(engine, tmp_path / "repo", batch=(1, 4, 16))
         config = parse(Path(written["config"]))
@@ -136,7 +136,7 @@ def test_tensorrt_entry_from_the_sidecar_alone(exports, tmp_path, monkeypatch):
         assert [-1, *config.input[0].dims] == in_shape
         assert [-1, *config.output[0].dims] == out_shape
     # Triton sends any batch from 1 up: an engine whose profile starts above 1 cannot serve
-    write_sidecar(engine, {**read_sidecar(engine), "batch_profile": [2, 4, 8]})
+    write_sidecar(engine, {**read_sidecar(engine).to_dict(), "batch_profile": [2, 4, 8]})
     with pytest.raises(EnfoldError, match="--batch 1:4:8"):
         write_triton_entry(engine, tmp_path / "repo")
 
@@ -156,11 +156,11 @@ def test_entry_replacement_and_foreign_entries(exports, tmp_path):
 
 
 def test_pbtxt_escapes_strings():
-    meta = {"target": "classifier", "in_chans": 1, "img_size": 4, "format": "onnx",
-            "class_names": ['say "hi"', "back\\slash", "new\nline", "ünï"]}
+    meta = Sidecar("onnx", "classifier", 4, 1, (0.5,), (0.5,),
+                   class_names=('say "hi"', "back\\slash", "new\nline", "ünï"))
     config = model_config(meta, [4], (1, 2, 4))
     parsed = text_format.Parse(to_pbtxt(config), SCHEMA.ModelConfig())
-    assert json.loads(parsed.parameters["class_names"].string_value) == meta["class_names"]
+    assert json.loads(parsed.parameters["class_names"].string_value) == list(meta.class_names)
 
 
 def test_cli_export_writes_repository_and_card(exports):

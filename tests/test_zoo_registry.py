@@ -65,7 +65,7 @@ def test_resolve_prefers_an_existing_path(zoo, tmp_path, monkeypatch):
 
 def test_runtime_load_takes_a_name(zoo):
     session = enfold.runtime.load("tiny-classifier")
-    assert session.metadata["target"] == "classifier" and session.metadata["precision"] == "fp16"
+    assert session.metadata.target == "classifier" and session.metadata.precision == "fp16"
     probs = session.classify(np.full((2, 3, 8, 8), 0.5, np.float32))
     assert probs.shape == (2, 10)
     by_path = enfold.runtime.load(enfold.zoo.get("tiny-classifier").artifact)

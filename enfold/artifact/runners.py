@@ -26,6 +26,7 @@ from enfold.checkpoint.store import check_finite_weights
 from enfold.errors import EnfoldError, NonFiniteWeightsError
 
 if TYPE_CHECKING:  # the model code loads only when a checkpoint is served
+    from enfold.artifact.sidecar import Sidecar
     from enfold.checkpoint.load import CheckpointFile
 
 
@@ -81,7 +82,7 @@ class TorchScriptBackend(Backend):
 
     name = "torchscript"
 
-    def __init__(self, path: Path, meta: dict[str, Any], device: str) -> None:
+    def __init__(self, path: Path, meta: Sidecar, device: str) -> None:
         if device == "cuda" and not torch.cuda.is_available():
             raise EnfoldError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu")
         with warnings.catch_warnings():  # torch.jit.load's deprecation notice, not the user's
@@ -97,7 +98,7 @@ class TorchScriptBackend(Backend):
                                   "again (enfold export ... --format torchscript)") from exc
         check_finite_weights(self.module.state_dict(), str(path))
         self.device = device
-        self.fixed_batch = meta.get("fixed_batch")
+        self.fixed_batch = meta.fixed_batch
 
     def __call__(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -164,9 +165,9 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     device = "cuda"
 
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, path: Path, meta: Sidecar) -> None:
         self.runner = TensorRTRunner(path)
-        lo, _, hi = meta.get("batch_profile", [1, 1, 1])
+        lo, _, hi = meta.batch_profile or (1, 1, 1)
         self.batch_range = (int(lo), int(hi))
 
     def __call__(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,14 @@ from enfold.artifact.runners import (
     TorchBackend,
     TorchScriptBackend,
 )
-from enfold.artifact.sidecar import check_agrees, read_sidecar, sidecar_path, verify_artifact
+from enfold.artifact.sidecar import (
+    CHECKPOINT_FORMAT,
+    Sidecar,
+    check_agrees,
+    read_sidecar,
+    sidecar_path,
+    verify_artifact,
+)
 from enfold.artifact.targets import CHECKPOINT_TARGETS
 from enfold.artifact.tensorrt_engine import import_tensorrt, require_gpu
 from enfold.digest import file_sha256
@@ -41,13 +48,13 @@ Array = np.ndarray | torch.Tensor
 class InferenceSession:
     """A loaded model: ``classify``, ``restore``, ``energy`` and ``features`` on pixel batches."""
 
-    def __init__(self, metadata: dict[str, Any], runners: dict[str, Backend]) -> None:
+    def __init__(self, metadata: Sidecar, runners: dict[str, Backend]) -> None:
         self.metadata = metadata
         self.runners = runners
-        self.in_chans = int(metadata["in_chans"])
-        self.img_size = int(metadata["img_size"])
-        self.mean = list(metadata["mean"])[: self.in_chans]
-        self.std = list(metadata["std"])[: self.in_chans]
+        self.in_chans = metadata.in_chans
+        self.img_size = metadata.img_size
+        self.mean = list(metadata.mean)[: self.in_chans]
+        self.std = list(metadata.std)[: self.in_chans]
 
     # -- what is loaded
     @property
@@ -63,7 +70,7 @@ class InferenceSession:
     @property
     def class_names(self) -> list[str]:
         """The classifier's class names, or a clear error for models without them."""
-        names = self.metadata.get("class_names")
+        names = self.metadata.class_names
         if not names:
             raise EnfoldError("this model has no class names: classify needs a fine-tuned "
                               "classifier (enfold finetune, then export --target classifier)")
@@ -75,7 +82,7 @@ class InferenceSession:
         """The restorer's inputs besides the images: ``"sigma"`` (the noise level of a
         noise-level restorer, ``(B,)`` pixels) and/or ``"mask"`` (``(B, 1, H, W)``, 1 in the
         holes, for a mask restorer); empty for the others."""
-        return list(self.metadata.get("restorer_inputs") or [])
+        return list(self.metadata.restorer_inputs or [])
 
     def raw(self, target: str, images: Array, **extra: Any) -> np.ndarray:
         """The runner's own output for pixel ``images`` (logits, the restored image in the
@@ -250,47 +257,49 @@ def checkpoint_session(path: Path, backend: str, device: str) -> InferenceSessio
     for target in CHECKPOINT_TARGETS[stage]:
         runners[target] = TorchBackend(opened, target, device)
         meta.update(runners[target].spec.metadata)
-    meta.update(target=CHECKPOINT_TARGETS[stage][0], format="checkpoint", precision="fp32")
-    return InferenceSession(meta, runners)
+    meta.update(target=CHECKPOINT_TARGETS[stage][0], format=CHECKPOINT_FORMAT, precision="fp32")
+    # the checkpoint is its own truth: a model whose step sizes overflowed still loads, and its
+    # outputs are refused call by call (NonFiniteOutputError)
+    return InferenceSession(Sidecar.from_dict(meta, str(path), formats=(CHECKPOINT_FORMAT,),
+                                              check=False), runners)
 
 
-def _artifact_for(path: Path, meta: dict[str, Any], backend: str) -> Path:
+def _artifact_for(path: Path, meta: Sidecar, backend: str) -> Path:
     """The artifact ``backend`` runs: ``path`` itself, or its sibling in that format."""
     fmt = BACKEND_FORMAT[backend]
-    if meta.get("format") == fmt:
+    if meta.format == fmt:
         return path
     sibling = path.with_suffix(SUFFIX[fmt])
     if sibling.is_file() and sidecar_path(sibling).is_file():
         other = read_sidecar(sibling)
-        same = all(other.get(k) == meta.get(k) for k in ("target", "checkpoint_sha256",
-                                                         "steps", "task", "precision"))
+        same = all(getattr(other, k) == getattr(meta, k)
+                   for k in ("target", "checkpoint_sha256", "steps", "task", "precision"))
         if same:
             return sibling
         raise EnfoldError(f"{sibling} was exported from another checkpoint or with other "
                           f"settings than {path}; re-export both from the same checkpoint")
     raise EnfoldError(f"--backend {backend} runs {fmt} artifacts and {path} is "
-                      f"{meta.get('format')}; export it beside: "
-                      + EXPORT_HINT.format(target=meta["target"], fmt=fmt, out=path.parent))
+                      f"{meta.format}; export it beside: "
+                      + EXPORT_HINT.format(target=meta.target, fmt=fmt, out=path.parent))
 
 
-def _torch_from_artifact(meta: dict[str, Any], device: str) -> TorchBackend:
+def _torch_from_artifact(meta: Sidecar, device: str) -> TorchBackend:
     """PyTorch eager on the checkpoint an artifact was exported from (checked by hash)."""
     from enfold.checkpoint.load import open_checkpoint
 
-    ckpt = Path(meta.get("checkpoint", ""))
+    ckpt = Path(meta.checkpoint or "")
     if not ckpt.is_file():
         raise EnfoldError(f"--backend torch needs the checkpoint this artifact came from, "
                           f"{ckpt}, which is missing; pass the checkpoint itself as --model")
     digest = file_sha256(ckpt)  # checked before the file is read
-    if digest != meta.get("checkpoint_sha256"):
+    if digest != meta.checkpoint_sha256:
         raise EnfoldError(f"{ckpt} changed since the artifact was exported (sha256 differs); "
                           "re-export, or pass the checkpoint itself as --model")
-    return TorchBackend(open_checkpoint(ckpt, sha256=digest), meta["target"], device,
-                        steps=meta.get("steps"), task=meta.get("task"),
-                        grid_shifts=meta.get("grid_shifts"))
+    return TorchBackend(open_checkpoint(ckpt, sha256=digest), meta.target, device,
+                        steps=meta.steps, task=meta.task, grid_shifts=meta.grid_shifts)
 
 
-def build_runner(backend: str, path: Path, meta: dict[str, Any], device: str,
+def build_runner(backend: str, path: Path, meta: Sidecar, device: str,
                  provider: str | None = None) -> Backend:
     """The runner of ``backend`` for the artifact at ``path`` (metadata ``meta``): the artifact
     itself, its sibling in the backend's format, or (torch) the checkpoint it came from."""
@@ -337,8 +346,8 @@ def open_artifact(path: str | Path, backend: str, device: str = "cpu",
         source = ("the checkpoint it was exported from" if backend == "torch" else
                   "the metadata inside the artifact")
         check_agrees(meta, runner.embedded, source, str(sidecar_path(path)))
-    session = InferenceSession({**meta, "targets": [meta["target"]]}, {meta["target"]: runner})
-    if meta["target"] == "classifier":
+    session = InferenceSession(meta, {meta.target: runner})
+    if meta.target == "classifier":
         _check_class_count(session, path)
     return session
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from enfold.config import Config
 
@@ -21,6 +22,7 @@ class CorruptionContext:
         return cls(cfg.model.patch_size, cfg.model.in_chans, tuple(cfg.data.mean))
 
     @classmethod
-    def from_metadata(cls, meta: dict) -> CorruptionContext:
-        """The context an exported artifact records (its sidecar metadata)."""
-        return cls(int(meta["patch_size"]), int(meta["in_chans"]), tuple(meta["mean"]))
+    def from_metadata(cls, meta: Any) -> CorruptionContext:
+        """The context an exported artifact records (its typed sidecar,
+        ``enfold.artifact.sidecar.Sidecar``: ``patch_size``, ``in_chans``, ``mean``)."""
+        return cls(int(meta.patch_size), int(meta.in_chans), tuple(meta.mean))

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from enfold.artifact.formats import FORMATS as ARTIFACT_FORMATS
-from enfold.errors import EnfoldError
+from enfold.artifact.sidecar import Sidecar
+from enfold.errors import EnfoldError, SidecarError
 from enfold.output_files import write_output
 
 if TYPE_CHECKING:
@@ -47,23 +47,25 @@ def save_validation(artifact: str | Path, report: dict[str, Any] | None) -> None
         write_output(path, json.dumps(report, indent=2))
 
 
-def find_exports(out_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+def find_exports(out_dir: Path) -> list[tuple[Path, Sidecar]]:
     """``(artifact, metadata)`` for every export in ``out_dir``, sorted by file name."""
     found = []
     for side in sorted(out_dir.glob("*.json")):
         artifact = side.with_name(side.name[: -len(".json")])
         if artifact.is_file() and not side.name.endswith(VALIDATION_SUFFIX):
             try:
-                meta = json.loads(side.read_text())
-            except (OSError, json.JSONDecodeError):
+                found.append((artifact, Sidecar.read(artifact)))
+            except SidecarError:
                 continue  # not a sidecar; the card lists what it can read
-            if isinstance(meta, dict) and meta.get("format") in ARTIFACT_FORMATS:
-                found.append((artifact, meta))
     weights, config = out_dir / TIMM_WEIGHTS, out_dir / TIMM_CONFIG
     if weights.is_file() and config.is_file():
-        meta = json.loads(config.read_text()).get("enfold")
-        if isinstance(meta, dict):
-            found.append((weights, meta))
+        # timm's config.json carries the sidecar of the weights as its "enfold" entry
+        try:
+            meta = json.loads(config.read_text()).get("enfold")
+            found.append((weights, Sidecar.from_dict(meta, f"{config} (its 'enfold' entry)",
+                                                     formats=("safetensors",))))
+        except (OSError, ValueError, AttributeError, SidecarError):
+            pass  # not enfold's timm weights; the card lists what it can read
     return sorted(found, key=lambda item: item[0].name)
 
 
@@ -94,32 +96,32 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _export_command(artifact: Path, meta: dict[str, Any]) -> str:
-    fmt = meta["format"]
-    parts = [f"enfold export --checkpoint {meta.get('checkpoint', 'CHECKPOINT')}",
-             f"--target {meta['target']}", f"--format {fmt}", f"--out {artifact.parent}"]
-    if meta["target"] == "restorer":
-        parts.append(f"--steps {meta.get('steps')} --task {meta.get('task')}")
-    if meta.get("batch_profile"):
-        parts.append("--batch " + ":".join(str(b) for b in meta["batch_profile"]))
-    elif meta.get("fixed_batch"):
-        parts.append(f"--batch {meta['fixed_batch']}")
-    if meta.get("precision", "fp32") != "fp32":
-        parts.append(f"--precision {meta['precision']}")
+def _export_command(artifact: Path, meta: Sidecar) -> str:
+    fmt = meta.format
+    parts = [f"enfold export --checkpoint {meta.checkpoint or 'CHECKPOINT'}",
+             f"--target {meta.target}", f"--format {fmt}", f"--out {artifact.parent}"]
+    if meta.target == "restorer":
+        parts.append(f"--steps {meta.steps} --task {meta.task}")
+    if meta.batch_profile:
+        parts.append("--batch " + ":".join(str(b) for b in meta.batch_profile))
+    elif meta.fixed_batch:
+        parts.append(f"--batch {meta.fixed_batch}")
+    if (meta.precision or "fp32") != "fp32":
+        parts.append(f"--precision {meta.precision}")
     return " ".join(parts)
 
 
-def _io(meta: dict[str, Any]) -> str:
-    c, s = meta.get("in_chans"), meta.get("img_size")
-    out = {"classifier": f"logits (B, {len(meta.get('class_names') or [])})",
+def _io(meta: Sidecar) -> str:
+    c, s = meta.in_chans, meta.img_size
+    out = {"classifier": f"logits (B, {len(meta.class_names or [])})",
            "encoder": "features (B, D)", "energy": "energy (B,)",
-           "restorer": f"restored (B, {c}, {s}, {s})"}[meta["target"]]
+           "restorer": f"restored (B, {c}, {s}, {s})"}[meta.target]
     extra = {"sigma": ", sigma (B,)", "mask": f", mask (B, 1, {s}, {s})"}
-    inputs = "".join(extra[name] for name in meta.get("restorer_inputs") or [])
+    inputs = "".join(extra[name] for name in meta.restorer_inputs or [])
     return f"images (B, {c}, {s}, {s}){inputs} -> {out}"
 
 
-def _checkpoint_section(ckpt: str, exports: list[tuple[Path, dict[str, Any]]],
+def _checkpoint_section(ckpt: str, exports: list[tuple[Path, Sidecar]],
                         opened: CheckpointFile | None = None) -> list[str]:
     """Data, recipe, numbers and reproduction for the exports of one checkpoint (``opened``:
     a checkpoint the caller has read already, used when it is this one)."""
@@ -133,7 +135,7 @@ def _checkpoint_section(ckpt: str, exports: list[tuple[Path, dict[str, Any]]],
             + _reproduce(state, path, exports))
 
 
-def _read_checkpoint(ckpt: str, meta0: dict[str, Any], opened: CheckpointFile | None = None
+def _read_checkpoint(ckpt: str, meta0: Sidecar, opened: CheckpointFile | None = None
                      ) -> tuple[dict[str, Any] | None, Any, list[str]]:
     """``(state, config, [])`` of the checkpoint, or ``(None, None, lines)`` saying why the
     card cannot describe it (gone from this machine, or written by another enfold)."""
@@ -152,7 +154,7 @@ def _read_checkpoint(ckpt: str, meta0: dict[str, Any], opened: CheckpointFile | 
     if state is None:
         return None, None, [
             f"The checkpoint is not at `{ckpt}` on this machine any more (its sha256 was "
-            f"`{meta0.get('checkpoint_sha256')}`), so its recipe and training numbers "
+            f"`{meta0.checkpoint_sha256}`), so its recipe and training numbers "
             "are not shown.", ""]
     try:
         cfg = config_from_checkpoint(state["config"])
@@ -162,12 +164,12 @@ def _read_checkpoint(ckpt: str, meta0: dict[str, Any], opened: CheckpointFile | 
     return state, cfg, []
 
 
-def _model_details(state: dict[str, Any], cfg: Any, meta0: dict[str, Any]) -> list[str]:
+def _model_details(state: dict[str, Any], cfg: Any, meta0: Sidecar) -> list[str]:
     """The card's "Model details": stage, architecture, head, libraries."""
     stage, m = state.get("stage"), cfg.model
     return ["### Model details", "",
             f"- Stage: {stage}, step {state.get('step')}; sha256 "
-            f"`{meta0.get('checkpoint_sha256')}`",
+            f"`{meta0.checkpoint_sha256}`",
             f"- Architecture: timm `{m.arch}` at {m.img_size}x{m.img_size} pixels, "
             f"{m.in_chans} channels, patch {m.patch_size}, depth {m.depth or 'as the arch'}, "
             f"width {m.embed_dim or 'as the arch'}, {m.num_heads or 'arch default'} heads",
@@ -225,7 +227,7 @@ def _measured_numbers(state: dict[str, Any], path: Path) -> list[str]:
     return lines
 
 
-def _validations(exports: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+def _validations(exports: list[tuple[Path, Sidecar]]) -> list[str]:
     """One line per export: its validation report against PyTorch, or that it has none."""
     lines = []
     for artifact, _ in exports:
@@ -245,7 +247,7 @@ def _validations(exports: list[tuple[Path, dict[str, Any]]]) -> list[str]:
 
 
 def _reproduce(state: dict[str, Any], path: Path,
-               exports: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+               exports: list[tuple[Path, Sidecar]]) -> list[str]:
     """The card's "Reproduce": the training command and the export commands."""
     # a new run directory: the run's own --out would resume the finished run, not retrain it
     again = f"{path.parent}-again"
@@ -262,19 +264,19 @@ def _reproduce(state: dict[str, Any], path: Path,
     return lines
 
 
-def render_card(out_dir: Path, exports: list[tuple[Path, dict[str, Any]]],
+def render_card(out_dir: Path, exports: list[tuple[Path, Sidecar]],
                 opened: CheckpointFile | None = None) -> str:
     """The card's Markdown for ``exports`` (see :func:`find_exports`); ``opened``: the
     checkpoint the caller has read already, not read again."""
-    targets = sorted({m["target"] for _, m in exports})
+    targets = sorted({m.target for _, m in exports})
     lines = [f"# enfold exports: {', '.join(targets)}", "", MARKER, "",
              "A vision transformer trained as an energy model: its forward pass gives one energy "
              "per image, and K gradient steps down that energy restore corrupted images. The "
              "encoder and classifier are plain timm ViTs.", "",
              "| file | target | format | precision | tensors |", "| --- | --- | --- | --- | --- |"]
     for artifact, meta in exports:
-        lines.append(f"| `{artifact.name}` | {meta['target']} | {meta['format']} | "
-                     f"{meta.get('precision', 'fp32')} | {_io(meta)} |")
+        lines.append(f"| `{artifact.name}` | {meta.target} | {meta.format} | "
+                     f"{meta.precision or 'fp32'} | {_io(meta)} |")
     lines += ["", "Inputs are pixels in [0, 1] normalised with the mean and std below: "
               "`enfold.runtime.load(file)` does that for the runnable artifacts, timm's "
               "`resolve_data_config` for timm weights (docs/deployment.md).", "",
@@ -286,9 +288,9 @@ def render_card(out_dir: Path, exports: list[tuple[Path, dict[str, Any]]],
                       "unlike it (a novelty score, not a calibrated probability)",
             "restorer": "restore images degraded by the pretext task it was trained on"}
     lines += [f"- {target}: {uses[target]}" for target in targets] + [""]
-    by_checkpoint: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    by_checkpoint: dict[str, list[tuple[Path, Sidecar]]] = {}
     for artifact, meta in exports:
-        by_checkpoint.setdefault(meta.get("checkpoint", "unknown"), []).append((artifact, meta))
+        by_checkpoint.setdefault(meta.checkpoint or "unknown", []).append((artifact, meta))
     for ckpt, group in by_checkpoint.items():
         lines += _checkpoint_section(ckpt, group, opened)
     lines += ["## Limits", "",

@@ -173,7 +173,7 @@ def validate_timm_weights(folder: str | Path, checkpoint: Checkpoint,
     folder = Path(folder)
     vit = load_timm_model(folder)
     spec = build_spec(checkpoint, "encoder", trace=False)
-    (inputs, _, _), _ = heldout_inputs(checkpoint, {"target": "encoder"}, count)
+    (inputs, _, _), _ = heldout_inputs(checkpoint, "encoder", count)
     with torch.no_grad():
         ours = spec.reference(inputs).float()
         theirs = vit.forward_head(vit.forward_features(inputs), pre_logits=True).float()

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from enfold.artifact.sidecar import Sidecar
 from enfold.errors import EnfoldError
 from enfold.export.onnx_export import INPUT_NAME, OUTPUT_NAMES
 
@@ -33,51 +35,51 @@ ENUM_FIELDS = frozenset({"data_type", "kind", "format"})
 PRIVATE_KEYS = frozenset({"checkpoint"})
 
 
-def entry_name(meta: dict[str, Any]) -> str:
+def entry_name(meta: Sidecar) -> str:
     """``classifier``, ``restorer-k2``, ``energy-fp16``: the artifact's own file stem."""
-    name = meta["target"]
-    if meta["target"] == "restorer" and meta.get("steps"):
-        name += f"-k{meta['steps']}"
-    return name + ("-fp16" if meta.get("precision") == "fp16" else "")
+    name = meta.target
+    if meta.target == "restorer" and meta.steps:
+        name += f"-k{meta.steps}"
+    return name + ("-fp16" if meta.precision == "fp16" else "")
 
 
-def tensor_names(meta: dict[str, Any]) -> tuple[str, str]:
+def tensor_names(meta: Sidecar) -> tuple[str, str]:
     """(input, output) tensor names the served model uses.
 
     Triton's PyTorch backend names TorchScript tensors by position (``<name>__<index>``), as a
     traced module's outputs have no names.
     """
-    inp = meta.get("input", INPUT_NAME)
-    out = meta.get("output", OUTPUT_NAMES[meta["target"]])
-    if meta.get("format") == "torchscript":
+    inp = meta.input or INPUT_NAME
+    out = meta.output or OUTPUT_NAMES[meta.target]
+    if meta.format == "torchscript":
         return f"{inp}__0", f"{out}__0"
     return inp, out
 
 
-def output_dims(meta: dict[str, Any], artifact: Path | None = None) -> list[int]:
+def output_dims(meta: Sidecar, artifact: Path | None = None) -> list[int]:
     """Per-image output shape, without the batch axis (``[]`` for one number per image).
 
     The encoder's width is not in the metadata: it is read from the ONNX graph (the artifact or
     the ONNX file a TensorRT engine was built from) or from one TorchScript call.
     """
-    target = meta["target"]
+    target = meta.target
     if target == "classifier":
-        return [len(meta["class_names"])]
+        return [len(meta.class_names or ())]
     if target == "restorer":
-        return [int(meta["in_chans"]), int(meta["img_size"]), int(meta["img_size"])]
+        return [meta.in_chans, meta.img_size, meta.img_size]
     if target == "energy":
         return []
     if artifact is not None:
         onnx_path = artifact.with_suffix(".onnx")
         if onnx_path.is_file():
             return onnx_io(onnx_path)[1][1][1:]
-        if meta.get("format") == "torchscript":
+        if meta.format == "torchscript":
             return _torchscript_output_dims(artifact, meta)
     raise EnfoldError(f"cannot tell the encoder's feature width for {artifact}: export the "
                       "encoder to ONNX beside it (the engine's own ONNX file) and retry")
 
 
-def _torchscript_output_dims(artifact: Path, meta: dict[str, Any]) -> list[int]:
+def _torchscript_output_dims(artifact: Path, meta: Sidecar) -> list[int]:
     import warnings
 
     import torch
@@ -85,8 +87,8 @@ def _torchscript_output_dims(artifact: Path, meta: dict[str, Any]) -> list[int]:
     with warnings.catch_warnings():  # torch.jit.load's deprecation notice, not the user's
         warnings.simplefilter("ignore", FutureWarning)
         module = torch.jit.load(str(artifact), map_location="cpu").eval()
-    size = int(meta["img_size"])
-    x = torch.zeros(int(meta.get("fixed_batch") or 1), int(meta["in_chans"]), size, size)
+    size = meta.img_size
+    x = torch.zeros(meta.fixed_batch or 1, meta.in_chans, size, size)
     with torch.no_grad():
         return list(module(x).shape[1:])
 
@@ -106,7 +108,7 @@ def onnx_io(path: Path) -> tuple[tuple[str, list[int]], tuple[str, list[int]]]:
     return (inputs[0].name, shape(inputs[0])), (graph.output[0].name, shape(graph.output[0]))
 
 
-def model_config(meta: dict[str, Any], out_dims: list[int], batch: tuple[int, int, int],
+def model_config(meta: Sidecar, out_dims: list[int], batch: tuple[int, int, int],
                  fmt: str | None = None, queue_delay_us: int = 5000,
                  name: str | None = None) -> dict[str, Any]:
     """The model's Triton ``ModelConfig`` as JSON (field names as in ``model_config.proto``).
@@ -117,14 +119,14 @@ def model_config(meta: dict[str, Any], out_dims: list[int], batch: tuple[int, in
     An output of one number per image is declared ``[1]`` and reshaped to the model's ``[]``,
     Triton's way of stating a scalar per batch row.
     """
-    fmt = fmt or meta.get("format", "onnx")
+    fmt = fmt or meta.format
     lo, opt, hi = batch
-    in_name, out_name = tensor_names({**meta, "format": fmt})
-    in_dims = [int(meta["in_chans"]), int(meta["img_size"]), int(meta["img_size"])]
+    in_name, out_name = tensor_names(replace(meta, format=fmt))
+    in_dims = [meta.in_chans, meta.img_size, meta.img_size]
     output: dict[str, Any] = {"name": out_name, "data_type": "TYPE_FP32", "dims": list(out_dims)}
     if not out_dims:
         output.update(dims=[1], reshape={"shape": []})
-    fixed = meta.get("fixed_batch")
+    fixed = meta.fixed_batch
     # a format Triton does not load (a checkpoint that enfold serve runs) keeps its own name
     config: dict[str, Any] = {"name": name or entry_name(meta),
                               "platform": PLATFORM.get(fmt, f"enfold_{fmt}"),
@@ -148,13 +150,14 @@ def model_config(meta: dict[str, Any], out_dims: list[int], batch: tuple[int, in
     config["instance_group"] = [{"count": 1,
                                  "kind": "KIND_GPU" if fmt == "tensorrt" else "KIND_AUTO"}]
     config["parameters"] = {key: {"string_value": json.dumps(value)}
-                            for key, value in sorted(meta.items()) if key not in PRIVATE_KEYS}
+                            for key, value in sorted(meta.to_dict().items())
+                            if key not in PRIVATE_KEYS}
     return config
 
 
-def batch_range(meta: dict[str, Any], batch: tuple[int, int, int]) -> tuple[int, int, int]:
+def batch_range(meta: Sidecar, batch: tuple[int, int, int]) -> tuple[int, int, int]:
     """The batch range an artifact states (a TensorRT profile), else the export's ``--batch``."""
-    profile = meta.get("batch_profile")
+    profile = meta.batch_profile
     if profile:
         lo, opt, hi = (int(b) for b in profile)
         return lo, opt, hi
@@ -233,12 +236,12 @@ def write_triton_entry(artifact: str | Path, repo: str | Path,
 
     artifact = Path(artifact)
     meta = read_sidecar(artifact)
-    fmt = meta.get("format")
+    fmt = meta.format
     if fmt not in PLATFORM:
         raise EnfoldError(f"{artifact} is a {fmt} artifact; a Triton repository takes onnx, "
                           "tensorrt or torchscript exports")
-    if meta.get("restorer_inputs"):
-        raise EnfoldError(f"{artifact} takes {', '.join(meta['restorer_inputs'])} besides the "
+    if meta.restorer_inputs:
+        raise EnfoldError(f"{artifact} takes {', '.join(meta.restorer_inputs)} besides the "
                           "images, which enfold's Triton entries do not describe yet; serve it "
                           "with enfold serve (/v1/restore), or drop --triton-repo")
     config = model_config(meta, output_dims(meta, artifact), batch_range(meta, batch), fmt,

@@ -20,7 +20,7 @@ import torch
 from enfold.artifact.formats import FORMAT_BACKEND
 from enfold.artifact.runners import TorchBackend
 from enfold.artifact.session import open_artifact
-from enfold.artifact.sidecar import check_agrees, read_sidecar, sidecar_path
+from enfold.artifact.sidecar import Sidecar, check_agrees, read_sidecar, sidecar_path
 from enfold.checkpoint.load import CheckpointFile, open_checkpoint
 from enfold.errors import EnfoldError
 
@@ -65,37 +65,37 @@ def check_onnx_graph(path: Path) -> dict[str, Any]:
     return {"onnx_ops": ops, "onnx_nodes": len(model.graph.node)}
 
 
-def heldout_pixels(checkpoint: Checkpoint, meta: dict[str, Any], count: int):
+def heldout_pixels(checkpoint: Checkpoint, target: str, count: int, task: str | None = None):
     """Held-out images of the checkpoint's data in pixel space [0, 1]: ``(inputs, clean,
-    weight)``, the inputs corrupted with the restorer's task, and the config."""
+    weight)``, the inputs corrupted with the restorer's ``task``, and the config."""
     from enfold.corrupt import CorruptionContext, build_one, corrupt_batch
     from enfold.data import build_source
 
     cfg = open_checkpoint(checkpoint).cfg
     source = build_source(cfg.data.source, "heldout", cfg.model, cfg.data, heldout_count=count)
     images = torch.stack([source.image(i) for i in range(min(count, len(source)))]).float()
-    if meta["target"] != "restorer":
+    if target != "restorer":
         return (images, images, torch.ones(images.shape[0], 1, *images.shape[2:])), cfg
-    task = meta["task"]
+    task = task or cfg.corrupt.tasks[0]
     corruption = build_one(task, getattr(cfg.corrupt, task, None),
                            CorruptionContext.from_config(cfg))
     return corrupt_batch(corruption, images, cfg.eval.seed), cfg
 
 
-def restorer_extras(meta: dict[str, Any], pixels: torch.Tensor, clean: torch.Tensor,
+def restorer_extras(meta: Sidecar, pixels: torch.Tensor, clean: torch.Tensor,
                     weight: torch.Tensor) -> dict[str, torch.Tensor]:
     """A restorer's other inputs for held-out pairs, in its order: each image's true noise
     level (``sigma``, pixels) and its hole mask (``mask``)."""
     known = {"sigma": lambda: (pixels - clean).float().pow(2).mean((1, 2, 3)).sqrt(),
              "mask": lambda: weight.float()}
-    return {name: known[name]() for name in meta.get("restorer_inputs") or []}
+    return {name: known[name]() for name in meta.restorer_inputs or []}
 
 
-def heldout_inputs(checkpoint: Checkpoint, meta: dict[str, Any], count: int):
+def heldout_inputs(checkpoint: Checkpoint, target: str, count: int, task: str | None = None):
     """Held-out images of the checkpoint's data: ``(inputs, clean, weight)``, normalised."""
     from enfold.data import normalize
 
-    (inputs, clean, weight), cfg = heldout_pixels(checkpoint, meta, count)
+    (inputs, clean, weight), cfg = heldout_pixels(checkpoint, target, count, task)
     return (normalize(inputs, cfg.data.mean, cfg.data.std),
             normalize(clean, cfg.data.mean, cfg.data.std), weight), cfg
 
@@ -129,20 +129,20 @@ class Verdict:
     passed: bool
 
 
-def run_both(artifact: Path, checkpoint: Checkpoint, meta: dict[str, Any],
+def run_both(artifact: Path, checkpoint: Checkpoint, meta: Sidecar,
              batches: tuple[int, ...], count: int, device: str) -> Runs:
     """Run ``artifact`` (as ``enfold.runtime.load`` runs it) and PyTorch eager on the
     checkpoint over ``count`` held-out images; ValidationError when the sidecar disagrees with
     the checkpoint."""
     from enfold.data import normalize
 
-    target = meta["target"]
+    target = meta.target
     # The artifact runs in the session users get from enfold.runtime.load (its normalisation,
     # batch cutting and padding); PyTorch sees the same pixels normalised by the data pipeline.
-    session = open_artifact(artifact, FORMAT_BACKEND[meta["format"]], device)
+    session = open_artifact(artifact, FORMAT_BACKEND[meta.format], device)
     checkpoint = open_checkpoint(checkpoint)  # read once: the reference, the data, the config
-    reference = TorchBackend(checkpoint, target, "cpu", steps=meta.get("steps"),
-                             task=meta.get("task"), grid_shifts=meta.get("grid_shifts"))
+    reference = TorchBackend(checkpoint, target, "cpu", steps=meta.steps, task=meta.task,
+                             grid_shifts=meta.grid_shifts)
     # every sidecar field that changes results (sizes, normalisation, class names, steps, step
     # sizes, task settings) must be the checkpoint's: equal outputs alone would not show an
     # edited mean or a wrong class list
@@ -151,7 +151,7 @@ def run_both(artifact: Path, checkpoint: Checkpoint, meta: dict[str, Any],
                      str(sidecar_path(artifact)))
     except EnfoldError as exc:
         raise ValidationError(str(exc)) from exc
-    (pixels, clean, weight), cfg = heldout_pixels(checkpoint, meta, count)
+    (pixels, clean, weight), cfg = heldout_pixels(checkpoint, target, count, meta.task)
     inputs = normalize(pixels, cfg.data.mean, cfg.data.std)
     extras = restorer_extras(meta, pixels, clean, weight)
 
@@ -228,18 +228,19 @@ def validate_artifact(artifact: str | Path, checkpoint: Checkpoint,
     :func:`compare`, :func:`verdict`."""
     artifact = Path(artifact)
     meta = read_sidecar(artifact)
-    report: dict[str, Any] = {"artifact": str(artifact), "target": meta["target"],
-                              "format": meta["format"], "precision": meta["precision"]}
-    if meta["format"] == "onnx":
+    precision = meta.precision or "fp32"
+    report: dict[str, Any] = {"artifact": str(artifact), "target": meta.target,
+                              "format": meta.format, "precision": precision}
+    if meta.format == "onnx":
         report.update(check_onnx_graph(artifact))
     runs = run_both(artifact, checkpoint, meta, batches, count, device)
-    report.update(compare(meta["target"], runs))
-    result = verdict(meta["precision"], report, runs.ref, tolerance)
+    report.update(compare(meta.target, runs))
+    result = verdict(precision, report, runs.ref, tolerance)
     report.update(tolerance=result.tolerance, passed=result.passed)
     if not result.passed:
         raise ValidationError(
             f"{artifact} differs from PyTorch: max abs error {result.worst:.3g} (tolerance "
-            f"{result.tolerance:g} for {meta['precision']}), top-1 agreement "
+            f"{result.tolerance:g} for {precision}), top-1 agreement "
             f"{report.get('top1_agreement', 'n/a')}"
         )
     return report

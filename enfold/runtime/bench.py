@@ -69,7 +69,7 @@ def _worker(conn: Connection, model: str, backend: str, device: str | None) -> N
     except EnfoldError as exc:
         conn.send({"error": str(exc).splitlines()[0]})
         return
-    target = session.metadata["target"]
+    target = session.metadata.target
     runner = session.runners[target]
     conn.send({"detail": session.describe(), "target": target, "in_chans": session.in_chans,
                "img_size": session.img_size, "fixed_batch": runner.fixed_batch})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from enfold.data.decode import IMAGE_EXTENSIONS, decode
 from enfold.errors import EnfoldError
 from enfold.runtime.budget import DEFAULT_BUDGET, WorkBudget
+
+if TYPE_CHECKING:
+    from enfold.artifact.sidecar import Sidecar
 
 
 def list_images(paths: Iterable[str | Path]) -> list[Path]:
@@ -61,23 +64,23 @@ def decode_image(data: bytes | str | Path, in_chans: int, name: str | None = Non
     return decode(data, in_chans, label, min_side=min_side, check=check)
 
 
-def decode_view(data: bytes | str | Path, meta: dict[str, Any], name: str | None = None,
+def decode_view(data: bytes | str | Path, meta: Sidecar, name: str | None = None,
                 budget: WorkBudget | None = DEFAULT_BUDGET) -> torch.Tensor:
     """A file or bytes straight to the model's view ``(C, S, S)``, decoding only as many pixels
     as the view needs (twice its size on the shorter side)."""
-    size = int(meta["img_size"])
-    return model_view(decode_image(data, int(meta["in_chans"]), name, budget,
+    size = meta.img_size
+    return model_view(decode_image(data, meta.in_chans, name, budget,
                                    min_side=2 * size), meta)
 
 
-def model_view(img: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
+def model_view(img: torch.Tensor, meta: Sidecar) -> torch.Tensor:
     """The model's view of an image: centre square crop resized to ``img_size`` (as in eval)."""
     from enfold.data.transforms import center_resize
 
-    return center_resize((img,), int(meta["img_size"]))
+    return center_resize((img,), meta.img_size)
 
 
-def load_images(paths: Iterable[str | Path], meta: dict[str, Any]) -> torch.Tensor:
+def load_images(paths: Iterable[str | Path], meta: Sidecar) -> torch.Tensor:
     """Image files -> a ``(B, C, H, W)`` float32 batch in [0, 1] at the model's size."""
     return torch.stack([decode_view(p, meta) for p in paths])
 

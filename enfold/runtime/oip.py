@@ -31,7 +31,7 @@ Note: no ``from __future__ import annotations`` here: FastAPI reads the endpoint
 import asyncio
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -139,9 +139,9 @@ def build_models(session: InferenceSession, max_batch: int, max_wait_ms: float,
     ``restorer-k2``); with ``prefix`` (a server of several models) the model is named
     ``prefix`` when it serves one target, ``prefix-ENTRY`` for each of several."""
     models = {}
-    fmt = session.metadata.get("format", "checkpoint")
+    fmt = session.metadata.format
     for target in session.targets:
-        meta = {**session.metadata, "target": target}
+        meta = replace(session.metadata, target=target)
         try:
             dims = output_dims(meta)
         except EnfoldError:  # the encoder's width is not in the metadata: one call tells it
@@ -167,8 +167,8 @@ def build_models(session: InferenceSession, max_batch: int, max_wait_ms: float,
             name, target, config,
             MicroBatcher(run, max_batch, max_wait_ms, name=f"v2/{name}", check=check),
             json_limits_for(in_shape, max_batch, max_json_depth, max_json_elements),
-            *(tuple(float(v) for v in session.metadata[key][: session.in_chans])
-              for key in ("mean", "std")))
+            *(tuple(float(v) for v in values[: session.in_chans])
+              for values in (session.metadata.mean, session.metadata.std)))
     return models
 
 

@@ -48,7 +48,7 @@ def default_name(path: Path, session: InferenceSession) -> str:
     from enfold.export.triton_repo import entry_name
 
     meta = session.metadata
-    if path.suffix != ".pt" and meta.get("target"):
+    if path.suffix != ".pt" and meta.target:
         return entry_name(meta)
     return path.stem
 

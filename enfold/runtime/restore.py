@@ -18,7 +18,7 @@ own corruption (tile by tile, each tile with its own seeded generator), restored
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from enfold.errors import EnfoldError
 from enfold.runtime.blend import TILE_BATCH, Progress, blend_tiles, pad_to
 from enfold.runtime.images import tile, untile
 from enfold.runtime.session import InferenceSession
+
+if TYPE_CHECKING:
+    from enfold.artifact.sidecar import Sidecar
 
 TASKS = ("mask", "shuffle", "sr", "noise", "gray")
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as the gray corruption uses
@@ -69,12 +72,12 @@ class Restoration:
         return out
 
 
-def task_corruption(meta: dict[str, Any], task: str):
+def task_corruption(meta: Sidecar, task: str):
     """The corruption callable for ``task``, rebuilt from the artifact's metadata."""
     from enfold.config import CorruptConfig, from_dict
     from enfold.corrupt import CorruptionContext, build_one
 
-    settings = meta.get("corrupt")
+    settings = meta.corrupt
     if not settings:
         raise EnfoldError("this artifact's metadata has no corruption settings (exported by an "
                           "older enfold); re-export it, or restore degraded images without "
@@ -85,9 +88,9 @@ def task_corruption(meta: dict[str, Any], task: str):
     return build_one(task, getattr(cfg, task), CorruptionContext.from_metadata(meta))
 
 
-def sr_factor(meta: dict[str, Any]) -> int:
+def sr_factor(meta: Sidecar) -> int:
     """The super-resolution factor the artifact was trained for."""
-    return int((meta.get("corrupt") or {}).get("sr", {}).get("factor", 2))
+    return int((meta.corrupt or {}).get("sr", {}).get("factor", 2))
 
 
 def enlarge(img: torch.Tensor, scale: int) -> torch.Tensor:
@@ -108,13 +111,13 @@ def to_luma(img: torch.Tensor, channels: int) -> torch.Tensor:
     return img[:1].expand(channels, *img.shape[1:]).clone()
 
 
-def mask_fill(meta: dict[str, Any], channels: int) -> torch.Tensor:
+def mask_fill(meta: Sidecar, channels: int) -> torch.Tensor:
     """The pixel value the mask corruption puts in holes, ``(C, 1, 1)``: zero, or the data
     mean (for a noise fill, which cannot be reproduced, the mean)."""
-    fill = (meta.get("corrupt") or {}).get("mask", {}).get("fill", "zero")
+    fill = (meta.corrupt or {}).get("mask", {}).get("fill", "zero")
     if fill == "zero":
         return torch.zeros(channels, 1, 1)
-    return torch.tensor(list(meta["mean"])[:channels], dtype=torch.float32).view(-1, 1, 1)
+    return torch.tensor(list(meta.mean)[:channels], dtype=torch.float32).view(-1, 1, 1)
 
 
 def check_mask(mask: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
@@ -173,10 +176,10 @@ def _simulate(session: InferenceSession, img: torch.Tensor, task: str, seed: int
     return degraded[:, :h, :w], weight[:, :h, :w]
 
 
-def _align(meta: dict[str, Any], task: str) -> int:
+def _align(meta: Sidecar, task: str) -> int:
     """Tile corners and corruption grids fall on multiples of this: the patch size, and for
     ``sr`` also the factor."""
-    align = int(meta.get("patch_size", 1))
+    align = meta.patch_size or 1
     return int(np.lcm(align, sr_factor(meta))) if task == "sr" else align
 
 
@@ -204,7 +207,7 @@ def check_restore_options(session: InferenceSession, task: str | None, simulate:
     """The task to restore (``task`` or the artifact's), or a clear error for options that do
     not fit it or the restorer; cheap, so callers check before decoding anything."""
     meta = session.metadata
-    task = task or meta.get("task")
+    task = task or meta.task
     if task not in TASKS:
         raise EnfoldError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if simulate:
@@ -276,7 +279,7 @@ def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None
         sigma = min(max(sigma, 1e-4), 0.999)
     feed_mask = "mask" in session.restorer_inputs
     if feed_mask and weight is None:  # no mask given: the holes are whole patches of the fill
-        weight = (fill_holes_of(x, mask_fill(meta, x.shape[0]), int(meta["patch_size"]))
+        weight = (fill_holes_of(x, mask_fill(meta, x.shape[0]), meta.patch_size or 1)
                   if task == "mask" else torch.zeros(1, *x.shape[1:]))
     chans = x.shape[0]
     restore = run or session.restore

@@ -194,7 +194,7 @@ class V1Endpoints:
     async def metadata(self) -> dict[str, Any]:
         """``GET /v1/metadata``: the model, its endpoints, the batching and every limit."""
         # the checkpoint's path on this machine is not the client's business; its hash stays
-        public = {k: v for k, v in self.meta.items() if k != "checkpoint"}
+        public = {k: v for k, v in self.meta.to_dict().items() if k != "checkpoint"}
         budget, connections = self.budget, self.connections
         return {**_json_safe(public), "backend": self.session.describe(),
                 "targets": self.session.targets,
@@ -243,7 +243,7 @@ class V1Endpoints:
         from fastapi.responses import Response
 
         batcher = self.batcher_for("restore")
-        if not task and not self.meta.get("task"):
+        if not task and not self.meta.task:
             raise _http_error(422, "this artifact names no default task: pass the form "
                                    "field 'task'")
         try:  # checked before the upload is decoded: a typo costs no CPU

@@ -72,7 +72,7 @@ def load(path: str | Path, backend: str = "auto", device: str | None = None,
         chosen = [backend]
     else:
         chosen = list(AUTO_ORDER[device])
-        own = FORMAT_BACKEND[meta["format"]]
+        own = FORMAT_BACKEND[meta.format]
         # auto never reaches for the checkpoint while an artifact exists, and the own format is
         # always tried even when it is slower than a missing sibling
         chosen = [b for b in chosen if b != "torch" and

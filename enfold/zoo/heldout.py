@@ -16,6 +16,7 @@ The build records the number and the fixed input; CI recomputes it from the ship
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,9 @@ def restorer_inputs(session, cfg, count: int, seed: int):
     images = torch.from_numpy(_stack(source, range(min(count, len(source)))))
     meta = session.metadata
     if "sigma" in session.restorer_inputs:  # one noise level for a comparable number
-        meta = {**meta, "corrupt": {**meta["corrupt"],
-                                    "noise": {"sigma": NOISE_SIGMA, "sigma_max": None}}}
-    corruption = task_corruption(meta, meta["task"])
+        meta = replace(meta, corrupt={**(meta.corrupt or {}),
+                                      "noise": {"sigma": NOISE_SIGMA, "sigma_max": None}})
+    corruption = task_corruption(meta, meta.task)
     return corrupt_batch(corruption, images, seed)
 
 
@@ -173,7 +174,7 @@ def measure(artifact: str | Path, config: str | Path, count: int | None = None, 
     if why:
         raise EnfoldError(f"cannot measure {artifact} on held-out {cfg.data.source}: {why}")
     session = load(artifact, backend=backend, device="cpu")
-    target = session.metadata["target"]
+    target = session.metadata.target
     if target not in DEFAULTS:
         raise EnfoldError(f"no held-out number is defined for the {target} target")
     defaults = DEFAULTS[target]
@@ -183,7 +184,7 @@ def measure(artifact: str | Path, config: str | Path, count: int | None = None, 
         metric = _restorer(session, cfg, count, seed)
         what = "crops" if cfg.data.source.startswith("photos") else "images"
         metric["dataset"] = (f"{cfg.data.source} held-out, the first {metric['images']} fixed "
-                             f"{size} {what}, {session.metadata['task']} corruption"
+                             f"{size} {what}, {session.metadata.task} corruption"
                              + (f" at sigma {NOISE_SIGMA}" if "sigma" in session.restorer_inputs
                                 else "") + f" seed {seed}")
     elif target == "classifier":
@@ -206,7 +207,7 @@ def reference_input(artifact: str | Path, config: str | Path, seed: int = 0) -> 
 
     cfg = load_run_config(config)
     session = load(artifact, device="cpu")
-    if session.metadata["target"] == "restorer":
+    if session.metadata.target == "restorer":
         corrupted, _, _ = restorer_inputs(session, cfg, REFERENCE_IMAGES, seed)
         return corrupted.numpy().astype(np.float32)
     source = _source(cfg, "heldout", REFERENCE_IMAGES)

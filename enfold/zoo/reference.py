@@ -76,10 +76,10 @@ def _outputs(artifact: Path, pixels: np.ndarray, backend: str,
     from enfold.runtime import load
 
     session = load(artifact, backend=backend, device="cpu")
-    target = session.metadata["target"]
+    target = session.metadata.target
     if extras is None:
         extras = fixed_extras(session.restorer_inputs if target == "restorer" else [], pixels)
-    return (target, session.metadata.get("precision", "fp32"),
+    return (target, session.metadata.precision or "fp32",
             session.raw(target, pixels, **extras), extras)
 
 
