@@ -7,8 +7,12 @@ inference step: the learned step size is one whole jump, and nothing taught the 
 do at an image that is already restored. The recipes here change only that, one at a time,
 against the shipped recipe (``ref``) at the same number of optimizer steps:
 
-- ``all2`` / ``all3``: K=2 / K=3 training steps with the loss on every step's output
-  (``loss.step_weights``), so each step must improve on the one before.
+- ``all2`` / ``all3`` / ``all4``: K=2 / 3 / 4 training steps with the loss on every step's
+  output (``loss.step_weights``), so each step must improve on the one before.
+
+and, for the question whether a plain learned restorer would do better, the learned peers
+``direct_vit`` and ``dncnn`` (one forward pass; ``--arm-steps`` sets their optimizer steps so
+their logged training time matches the reference's; the table shows the minutes).
 
 Each arm and seed is a pretraining run of the task's shipped config (``configs/pretrain/
 restore-<task>.yaml``) with ``--steps`` optimizer steps, trained here or read back from
@@ -35,6 +39,10 @@ ARMS: dict[str, list[str]] = {
     "ref": [],
     "all2": ["model.steps=2", "loss.step_weights=[1, 1]"],
     "all3": ["model.steps=3", "loss.step_weights=[1, 1, 1]"],
+    "all4": ["model.steps=4", "loss.step_weights=[1, 1, 1, 1]"],
+    # learned peers (enfold/model/peers.py): give them --arm-steps for equal training time
+    "direct_vit": ["model.restorer=direct_vit"],
+    "dncnn": ["model.restorer=dncnn"],
 }
 KS = range(1, 9)
 NOISE_SIGMAS = (0.05, 0.1, 0.2)
@@ -107,22 +115,22 @@ def non_decreasing(curve: list[float], upto: int = 4, tol: float = 0.0) -> bool:
     return all(b >= a - tol for a, b in zip(curve[:upto - 1], curve[1:upto], strict=True))
 
 
-def report(task: str, arms: list[str], seeds: list[int], steps: int,
+def report(task: str, arms: list[str], seeds: list[int], steps: dict[str, int],
            curves: dict[str, dict[str, list[list[float]]]], minutes: dict[str, list[float]],
            took: float, count: int) -> str:
     """The results section: per view, each arm's PSNR at every K (mean ± std over seeds)."""
     command = "python benchmarks/descent.py " + " ".join(sys.argv[1:])
     lines = [f"## Energy descent: PSNR against inference steps K ({task})", "",
              f"Command: `{command.strip()}`. Each arm: `{shown(CONFIGS / f'restore-{task}.yaml')}` "
-             f"at {steps} optimizer steps, seeds {seeds} (training seed; the held-out crops and "
+             f"at the optimizer steps shown, seeds {seeds} (training seed; the held-out crops and "
              f"the corruption are fixed); {count} held-out crops; cells: mean ± std over seeds "
              f"of the mean PSNR (dB). {machine()}; took {took / 60:.1f} min, finished runs "
              "read back.", ""]
     for view in curves[arms[0]]:
         lines += [f"**{view}**", "",
-                  "| arm | recipe | train min | " + " | ".join(f"K={k}" for k in KS)
+                  "| arm | recipe | steps | train min | " + " | ".join(f"K={k}" for k in KS)
                   + " | best K | non-decreasing K=1..4 (seeds) |",
-                  "|" + " --- |" * (len(KS) + 5)]
+                  "|" + " --- |" * (len(KS) + 6)]
         for arm in arms:
             runs = curves[arm][view]  # one curve per seed
             cells = [fmt([c[i] for c in runs]) for i in range(len(KS))]
@@ -130,7 +138,8 @@ def report(task: str, arms: list[str], seeds: list[int], steps: int,
             best = max(range(len(KS)), key=lambda i: means[i])
             ok = sum(non_decreasing(c) for c in runs)
             recipe = " ".join(ARMS[arm]) or "shipped (K=1, loss on the last step)"
-            lines.append(f"| {arm} | {recipe} | {statistics.mean(minutes[arm]):.1f} | "
+            minute = statistics.mean(minutes[arm])
+            lines.append(f"| {arm} | {recipe} | {steps[arm]} | {minute:.1f} | "
                          + " | ".join(cells) + f" | {KS[best]} | {ok}/{len(runs)} |")
         lines.append("")
     return "\n".join(lines)
@@ -149,6 +158,8 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["ref", "all2"], choices=sorted(ARMS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=600, help="optimizer steps per run")
+    parser.add_argument("--arm-steps", nargs="*", default=[], metavar="ARM=STEPS",
+                        help="another step count for an arm, e.g. direct_vit=1730")
     parser.add_argument("--images", type=int, default=128, help="held-out crops scored")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "descent")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
@@ -164,9 +175,10 @@ def main() -> None:
     data = views(args.task, base, crops, seed=0)
     curves: dict[str, dict[str, list[list[float]]]] = {}
     minutes: dict[str, list[float]] = {}
+    arm_steps = {a: int(n) for a, n in (item.split("=", 1) for item in args.arm_steps)}
     for arm in args.arms:
         for seed in args.seeds:
-            ckpt = trained(args.task, arm, seed, args.steps, args.out)
+            ckpt = trained(args.task, arm, seed, arm_steps.get(arm, args.steps), args.out)
             minutes.setdefault(arm, []).append(training_minutes(
                 read_metrics(ckpt.parent / "metrics.jsonl"), base.data.batch_size))
             for view, batch in data.items():
@@ -174,7 +186,8 @@ def main() -> None:
                 curves.setdefault(arm, {}).setdefault(view, []).append(curve)
                 print(f"{args.task} {arm} seed {seed} {view}: "
                       + " ".join(f"{v:.2f}" for v in curve), flush=True)
-    text = report(args.task, args.arms, args.seeds, args.steps, curves, minutes,
+    text = report(args.task, args.arms, args.seeds,
+                  {a: arm_steps.get(a, args.steps) for a in args.arms}, curves, minutes,
                   time.time() - t0, crops.shape[0])
     print(text)
     write_section(args.results, f"descent-{args.task}", text)
