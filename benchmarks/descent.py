@@ -77,20 +77,51 @@ def held_out(cfg, count: int) -> torch.Tensor:
     return torch.stack([source.image(i) for i in range(min(count, len(source)))]).float()
 
 
-def views(task: str, cfg, clean: torch.Tensor, seed: int) -> dict[str, tuple]:
-    """``{name: (corrupted, clean, weight, sigma)}``: one view per noise level for the noise
-    task, else the task's own corruption."""
+def views(task: str, cfg, count: int, short_sides: list[int], seed: int
+          ) -> dict[str, tuple]:
+    """``{name: (corrupted, clean, weight, sigma)}``: held-out crops of the photos reduced to
+    each short side (the project's 512, and smaller: denser texture per crop), one view per
+    noise level for the noise task, else the task's own corruption."""
+    import dataclasses
+
     from enfold.corrupt import CorruptionContext, build_one, corrupt_batch
 
-    if task == "noise":
-        gen = torch.Generator().manual_seed(seed)
-        noise = torch.randn(clean.shape, generator=gen)
-        weight = torch.ones(clean.shape[0], 1, *clean.shape[2:])
-        return {f"sigma {s:g}": (clean + s * noise, clean, weight, s) for s in NOISE_SIGMAS}
-    kind = cfg.corrupt.tasks[0]
-    corruption = build_one(kind, getattr(cfg.corrupt, kind), CorruptionContext.from_config(cfg))
-    corrupted, clean, weight = corrupt_batch(corruption, clean, seed)
-    return {task: (corrupted, clean, weight, None)}
+    out = {}
+    for side in short_sides:
+        scaled = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                                   photo_short_side=side))
+        clean = held_out(scaled, count)
+        where = f"short side {side}"
+        if task == "noise":
+            gen = torch.Generator().manual_seed(seed)
+            noise = torch.randn(clean.shape, generator=gen)
+            weight = torch.ones(clean.shape[0], 1, *clean.shape[2:])
+            out |= {f"sigma {s:g}, {where}": (clean + s * noise, clean, weight, s)
+                    for s in NOISE_SIGMAS}
+            continue
+        kind = cfg.corrupt.tasks[0]
+        corruption = build_one(kind, getattr(cfg.corrupt, kind),
+                               CorruptionContext.from_config(cfg))
+        out[f"{task}, {where}"] = (*corrupt_batch(corruption, clean, seed), None)
+    return out
+
+
+def bm3d_psnr(view: tuple) -> float | None:
+    """BM3D given the true sigma: the classical anchor of the noise views (None without
+    the bm3d package)."""
+    try:
+        import bm3d
+    except ImportError:
+        return None
+    import numpy as np
+
+    from enfold.pipeline.restoration_eval import region_psnr
+
+    corrupted, clean, weight, sigma = view
+    outs = [torch.from_numpy(np.asarray(bm3d.bm3d(img.permute(1, 2, 0).double().numpy(),
+                                                  sigma_psd=sigma), dtype=np.float32))
+            .permute(2, 0, 1) for img in corrupted]
+    return float(region_psnr(torch.stack(outs).clamp(0, 1), clean, weight).mean())
 
 
 def psnr_by_k(checkpoint: Path, view: tuple) -> list[float]:
@@ -117,7 +148,7 @@ def non_decreasing(curve: list[float], upto: int = 4, tol: float = 0.0) -> bool:
 
 def report(task: str, arms: list[str], seeds: list[int], steps: dict[str, int],
            curves: dict[str, dict[str, list[list[float]]]], minutes: dict[str, list[float]],
-           took: float, count: int) -> str:
+           took: float, count: int, anchors: dict[str, float | None]) -> str:
     """The results section: per view, each arm's PSNR at every K (mean ± std over seeds)."""
     command = "python benchmarks/descent.py " + " ".join(sys.argv[1:])
     lines = [f"## Energy descent: PSNR against inference steps K ({task})", "",
@@ -141,6 +172,8 @@ def report(task: str, arms: list[str], seeds: list[int], steps: dict[str, int],
             minute = statistics.mean(minutes[arm])
             lines.append(f"| {arm} | {recipe} | {steps[arm]} | {minute:.1f} | "
                          + " | ".join(cells) + f" | {KS[best]} | {ok}/{len(runs)} |")
+        if anchors.get(view) is not None:
+            lines.append(f"| BM3D | true sigma | | | {anchors[view]:.2f} |" + " |" * (len(KS) + 1))
         lines.append("")
     return "\n".join(lines)
 
@@ -161,6 +194,8 @@ def main() -> None:
     parser.add_argument("--arm-steps", nargs="*", default=[], metavar="ARM=STEPS",
                         help="another step count for an arm, e.g. direct_vit=1730")
     parser.add_argument("--images", type=int, default=128, help="held-out crops scored")
+    parser.add_argument("--short-sides", type=int, nargs="+", default=[512, 128],
+                        help="held-out photos reduced to these short sides before cropping")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "descent")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
     args = parser.parse_args()
@@ -171,8 +206,9 @@ def main() -> None:
 
     t0 = time.time()
     base = arm_config(args.task, "ref", 0, args.steps)
-    crops = held_out(base, args.images)
-    data = views(args.task, base, crops, seed=0)
+    data = views(args.task, base, args.images, args.short_sides, seed=0)
+    anchors = {view: bm3d_psnr(batch) for view, batch in data.items()} if args.task == "noise" \
+        else {}
     curves: dict[str, dict[str, list[list[float]]]] = {}
     minutes: dict[str, list[float]] = {}
     arm_steps = {a: int(n) for a, n in (item.split("=", 1) for item in args.arm_steps)}
@@ -188,7 +224,7 @@ def main() -> None:
                       + " ".join(f"{v:.2f}" for v in curve), flush=True)
     text = report(args.task, args.arms, args.seeds,
                   {a: arm_steps.get(a, args.steps) for a in args.arms}, curves, minutes,
-                  time.time() - t0, crops.shape[0])
+                  time.time() - t0, args.images, anchors)
     print(text)
     write_section(args.results, f"descent-{args.task}", text)
 
