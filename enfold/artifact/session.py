@@ -18,18 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from enfold.artifact.formats import BACKEND_FORMAT, SUFFIX
-from enfold.artifact.ort import import_onnxruntime
-from enfold.artifact.runners import (
-    Backend,
-    OnnxRuntimeBackend,
-    TensorRTBackend,
-    TorchBackend,
-    TorchScriptBackend,
-)
+from enfold.artifact.formats import backend_format
+from enfold.artifact.runners import Backend, TorchBackend
 from enfold.artifact.sidecar import check_agrees, read_sidecar, sidecar_path, verify_artifact
 from enfold.artifact.targets import CHECKPOINT_TARGETS
-from enfold.artifact.tensorrt_engine import import_tensorrt, require_gpu
 from enfold.errors import EnfoldError, NonFiniteOutputError
 from enfold.pipeline.checkpoint import file_sha256
 
@@ -236,11 +228,11 @@ def checkpoint_session(path: Path, backend: str, device: str) -> InferenceSessio
     """A checkpoint served by PyTorch eager: every target its stage can serve."""
     from enfold.pipeline.checkpoint import load_checkpoint
 
-    if backend not in ("auto", "torch"):
+    if backend != "auto" and backend_format(backend).sidecar:
         raise EnfoldError(f"{path} is a checkpoint, which only the torch backend runs; for "
                           f"--backend {backend} export it first: "
                           + EXPORT_HINT.format(target="restorer|classifier",
-                                               fmt=BACKEND_FORMAT.get(backend, backend), out="DIR"))
+                                               fmt=backend_format(backend).name, out="DIR"))
     stage = load_checkpoint(path).get("stage")
     if stage not in CHECKPOINT_TARGETS:
         raise EnfoldError(f"{path} is a '{stage}' checkpoint; serve a pretrain or finetune one")
@@ -249,16 +241,17 @@ def checkpoint_session(path: Path, backend: str, device: str) -> InferenceSessio
     for target in CHECKPOINT_TARGETS[stage]:
         runners[target] = TorchBackend(path, target, device)
         meta.update(runners[target].spec.metadata)
-    meta.update(target=CHECKPOINT_TARGETS[stage][0], format="checkpoint", precision="fp32")
+    meta.update(target=CHECKPOINT_TARGETS[stage][0], format=backend_format("torch").name,
+                precision="fp32")
     return InferenceSession(meta, runners)
 
 
 def _artifact_for(path: Path, meta: dict[str, Any], backend: str) -> Path:
     """The artifact ``backend`` runs: ``path`` itself, or its sibling in that format."""
-    fmt = BACKEND_FORMAT[backend]
-    if meta.get("format") == fmt:
+    fmt = backend_format(backend)
+    if meta.get("format") == fmt.name:
         return path
-    sibling = path.with_suffix(SUFFIX[fmt])
+    sibling = path.with_suffix(fmt.suffix)
     if sibling.is_file() and sidecar_path(sibling).is_file():
         other = read_sidecar(sibling)
         same = all(other.get(k) == meta.get(k) for k in ("target", "checkpoint_sha256",
@@ -267,13 +260,15 @@ def _artifact_for(path: Path, meta: dict[str, Any], backend: str) -> Path:
             return sibling
         raise EnfoldError(f"{sibling} was exported from another checkpoint or with other "
                           f"settings than {path}; re-export both from the same checkpoint")
-    raise EnfoldError(f"--backend {backend} runs {fmt} artifacts and {path} is "
+    raise EnfoldError(f"--backend {backend} runs {fmt.name} artifacts and {path} is "
                       f"{meta.get('format')}; export it beside: "
-                      + EXPORT_HINT.format(target=meta["target"], fmt=fmt, out=path.parent))
+                      + EXPORT_HINT.format(target=meta["target"], fmt=fmt.name, out=path.parent))
 
 
-def _torch_from_artifact(meta: dict[str, Any], device: str) -> TorchBackend:
-    """PyTorch eager on the checkpoint an artifact was exported from (checked by hash)."""
+def torch_runner(path: Path, meta: dict[str, Any], device: str,
+                 provider: str | None = None) -> TorchBackend:
+    """PyTorch eager on the checkpoint an artifact was exported from (checked by hash): the
+    torch backend's runner in the formats table."""
     ckpt = Path(meta.get("checkpoint", ""))
     if not ckpt.is_file():
         raise EnfoldError(f"--backend torch needs the checkpoint this artifact came from, "
@@ -289,36 +284,15 @@ def build_runner(backend: str, path: Path, meta: dict[str, Any], device: str,
                  provider: str | None = None) -> Backend:
     """The runner of ``backend`` for the artifact at ``path`` (metadata ``meta``): the artifact
     itself, its sibling in the backend's format, or (torch) the checkpoint it came from."""
-    if backend == "torch":
-        return _torch_from_artifact(meta, device)
-    if backend == "tensorrt":  # say what is missing before looking for an engine file
-        import_tensorrt()
-        require_gpu()
-    if backend == "onnxruntime":
-        import_onnxruntime()
-    artifact = _artifact_for(path, meta, backend)
-    if artifact != path:
-        meta = read_sidecar(artifact)
-    verify_artifact(artifact, meta)  # the file is the one its sidecar describes
-    if backend == "torchscript":
-        return TorchScriptBackend(artifact, meta, device)
-    if backend == "onnxruntime":
-        if provider is None:
-            if device == "cpu":
-                return OnnxRuntimeBackend(artifact, "cpu")
-            errors = []
-            for name in ("tensorrt", "cuda"):  # fastest GPU provider that actually loads
-                try:
-                    return OnnxRuntimeBackend(artifact, name)
-                except EnfoldError as exc:
-                    errors.append(str(exc))
-            raise EnfoldError("no GPU execution provider loads: " + "; ".join(errors))
-        if (provider == "cpu") != (device == "cpu"):
-            raise EnfoldError(f"--provider {provider} does not run on --device {device}")
-        return OnnxRuntimeBackend(artifact, provider)
-    if device != "cuda":
-        raise EnfoldError("the tensorrt backend runs on an NVIDIA GPU: use --device cuda")
-    return TensorRTBackend(artifact, meta)
+    fmt = backend_format(backend)
+    fmt.check()  # say what is missing before looking for a file
+    if fmt.sidecar:
+        artifact = _artifact_for(path, meta, backend)
+        if artifact != path:
+            meta = read_sidecar(artifact)
+        verify_artifact(artifact, meta)  # the file is the one its sidecar describes
+        path = artifact
+    return fmt.runner_factory()(path, meta, device, provider)
 
 
 def open_artifact(path: str | Path, backend: str, device: str = "cpu",
