@@ -232,7 +232,7 @@ def main() -> None:
                              "at its largest budget)")
     parser.add_argument("--more-labels", type=int, nargs="*", default=[],
                         help="also fine-tune, probe and kNN with this many labels per class "
-                             "(first seed only)")
+                             "(first seed only, at each method's largest budget)")
     parser.add_argument("--gpu-step-ratio", type=float, default=H200_STEP_RATIO,
                         help="enfold/MAE step time measured on a GPU")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "learning_curves")
@@ -259,7 +259,10 @@ def main() -> None:
     enfold_name = "enfold" + (f" ({' '.join(args.enfold_set)})" if args.enfold_set else "")
     series: dict[str, list[dict]] = {enfold_name: [], "MAE": []}
     full = max(args.enfold_steps)
-    seeds = lambda steps: args.full_seeds if steps == full else args.seeds  # noqa: E731
+    # every seed at each method's largest budget (and enfold's, for equal epochs); the rest
+    # with --seeds
+    tops = {full, max(args.mae_steps)}
+    seeds = lambda steps: args.full_seeds if steps in tops else args.seeds  # noqa: E731
     if args.horizon_steps:  # snapshots of one run per method, both on the same schedule
         points = {"MAE": mae_snapshots(mae_cfg, data, sorted(args.mae_steps),
                                        args.horizon_steps, args.out)[0],
@@ -273,7 +276,7 @@ def main() -> None:
     for name in (enfold_name, "MAE"):
         for steps, (ckpt, arm_dir) in sorted(points[name].items()):
             row = {"steps": steps, **downstream(arm_dir, ckpt, seeds(steps), FINETUNE)}
-            for n in args.more_labels:  # first seed only: the cost of 3 seeds at 10 labels
+            for n in args.more_labels if steps in tops else ():  # the largest budgets only
                 more = downstream(arm_dir, ckpt, seeds(steps)[:1], FINETUNE, n)
                 row.update({f"{arm}@{n}": v for arm, v in more.items()})
             series[name].append(row)
@@ -293,7 +296,7 @@ def main() -> None:
         + (f"snapshots of one run per method, both on a {args.horizon_steps}-step cosine "
            "schedule; " if args.horizon_steps else "each budget its own run; ")
         + f"fine-tune seeds {args.seeds} per point and "
-        f"{args.full_seeds} at {full} steps, where the cells are means; 10 labels "
+        f"{args.full_seeds} at {sorted(tops)} steps (mean ± std); 10 labels "
         "per class, 300 fine-tuning steps; held-out: the full 10,000-image test set). "
         f"{machine()}; took {(time.time() - t_start) / 60:.1f} min, finished runs read back.",
         "",

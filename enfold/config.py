@@ -54,6 +54,10 @@ class ModelConfig:
     # is the centre (geometric mean) of corrupt.noise's range. Training reads sigma off each
     # noisy/clean pair
     noise_level_input: bool = False
+    # what restores: the energy ViT (the method), or a learned peer trained by the same trainer
+    # for comparison: the same ViT as a direct residual regressor, or a DnCNN-style CNN of equal
+    # parameters (enfold/model/peers.py)
+    restorer: Literal["energy", "direct_vit", "dncnn"] = "energy"
 
 
 @dataclass

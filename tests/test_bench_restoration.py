@@ -9,6 +9,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import restoration  # noqa: E402
+import restoration_runs  # noqa: E402
 
 
 def _rows(task: str, **psnr: float | None) -> list[dict]:
@@ -53,7 +54,7 @@ def test_step_scale_calibration_picks_the_best_factor_and_restores_the_model(mon
     import torch
 
     crops = torch.rand(8, 3, 8, 8)
-    monkeypatch.setattr(restoration, "training_crops", lambda cfg, count: crops)
+    monkeypatch.setattr(restoration_runs, "training_crops", lambda cfg, count: crops)
     model = torch.nn.Module()
     model.log_step_sizes = torch.nn.Parameter(torch.tensor([0.3, -0.2]))
     before = model.log_step_sizes.detach().clone()
@@ -63,7 +64,7 @@ def test_step_scale_calibration_picks_the_best_factor_and_restores_the_model(mon
         off = abs(float(model_.log_step_sizes[0]) - (0.3 + math.log(1.2)))
         return crops + (0.01 + off) * torch.ones_like(crops)
 
-    monkeypatch.setattr(restoration, "restore_torch", restore)
+    monkeypatch.setattr(restoration_runs, "restore_torch", restore)
     scale = restoration.calibrate_step_scale(model, restoration.task_config("noise"), "noise")
     assert scale == 1.2
     assert torch.equal(model.log_step_sizes.detach(), before)

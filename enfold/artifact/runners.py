@@ -172,3 +172,40 @@ class TensorRTBackend(Backend):
 
     def __call__(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         return self.runner(x, *extra).float().cpu()
+
+
+# The runner factories of the formats table (enfold.artifact.formats), one signature for all:
+# (artifact, its sidecar metadata, device, onnxruntime provider or None) -> the runner.
+
+
+def open_torchscript(path: Path, meta: Sidecar, device: str,
+                     provider: str | None = None) -> Backend:
+    """The TorchScript runner of a ``.ts`` artifact."""
+    return TorchScriptBackend(path, meta, device)
+
+
+def open_onnxruntime(path: Path, meta: Sidecar, device: str,
+                     provider: str | None = None) -> Backend:
+    """ONNX Runtime on ``provider``, or (``None``) the CPU provider on the CPU and the fastest
+    GPU provider that actually loads on a GPU."""
+    if provider is not None:
+        if (provider == "cpu") != (device == "cpu"):
+            raise EnfoldError(f"--provider {provider} does not run on --device {device}")
+        return OnnxRuntimeBackend(path, provider)
+    if device == "cpu":
+        return OnnxRuntimeBackend(path, "cpu")
+    errors = []
+    for name in ("tensorrt", "cuda"):
+        try:
+            return OnnxRuntimeBackend(path, name)
+        except EnfoldError as exc:
+            errors.append(str(exc))
+    raise EnfoldError("no GPU execution provider loads: " + "; ".join(errors))
+
+
+def open_tensorrt(path: Path, meta: Sidecar, device: str,
+                  provider: str | None = None) -> Backend:
+    """The TensorRT runner of an engine, on the GPU only."""
+    if device != "cuda":
+        raise EnfoldError("the tensorrt backend runs on an NVIDIA GPU: use --device cuda")
+    return TensorRTBackend(path, meta)

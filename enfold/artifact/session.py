@@ -18,15 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from enfold.artifact.formats import BACKEND_FORMAT, SUFFIX
-from enfold.artifact.ort import import_onnxruntime
-from enfold.artifact.runners import (
-    Backend,
-    OnnxRuntimeBackend,
-    TensorRTBackend,
-    TorchBackend,
-    TorchScriptBackend,
-)
+from enfold.artifact.formats import backend_format
+from enfold.artifact.runners import Backend, TorchBackend
 from enfold.artifact.sidecar import (
     CHECKPOINT_FORMAT,
     Sidecar,
@@ -36,7 +29,6 @@ from enfold.artifact.sidecar import (
     verify_artifact,
 )
 from enfold.artifact.targets import CHECKPOINT_TARGETS
-from enfold.artifact.tensorrt_engine import import_tensorrt, require_gpu
 from enfold.digest import file_sha256
 from enfold.errors import EnfoldError, NonFiniteOutputError
 
@@ -243,11 +235,11 @@ def checkpoint_session(path: Path, backend: str, device: str) -> InferenceSessio
     """A checkpoint served by PyTorch eager: every target its stage can serve."""
     from enfold.checkpoint.load import open_checkpoint
 
-    if backend not in ("auto", "torch"):
+    if backend != "auto" and backend_format(backend).sidecar:
         raise EnfoldError(f"{path} is a checkpoint, which only the torch backend runs; for "
                           f"--backend {backend} export it first: "
                           + EXPORT_HINT.format(target="restorer|classifier",
-                                               fmt=BACKEND_FORMAT.get(backend, backend), out="DIR"))
+                                               fmt=backend_format(backend).name, out="DIR"))
     opened = open_checkpoint(path)  # read and hashed once for all the targets it serves
     stage = opened.stage
     if stage not in CHECKPOINT_TARGETS:
@@ -266,10 +258,10 @@ def checkpoint_session(path: Path, backend: str, device: str) -> InferenceSessio
 
 def _artifact_for(path: Path, meta: Sidecar, backend: str) -> Path:
     """The artifact ``backend`` runs: ``path`` itself, or its sibling in that format."""
-    fmt = BACKEND_FORMAT[backend]
-    if meta.format == fmt:
+    fmt = backend_format(backend)
+    if meta.format == fmt.name:
         return path
-    sibling = path.with_suffix(SUFFIX[fmt])
+    sibling = path.with_suffix(fmt.suffix)
     if sibling.is_file() and sidecar_path(sibling).is_file():
         other = read_sidecar(sibling)
         same = all(getattr(other, k) == getattr(meta, k)
@@ -278,13 +270,15 @@ def _artifact_for(path: Path, meta: Sidecar, backend: str) -> Path:
             return sibling
         raise EnfoldError(f"{sibling} was exported from another checkpoint or with other "
                           f"settings than {path}; re-export both from the same checkpoint")
-    raise EnfoldError(f"--backend {backend} runs {fmt} artifacts and {path} is "
+    raise EnfoldError(f"--backend {backend} runs {fmt.name} artifacts and {path} is "
                       f"{meta.format}; export it beside: "
-                      + EXPORT_HINT.format(target=meta.target, fmt=fmt, out=path.parent))
+                      + EXPORT_HINT.format(target=meta.target, fmt=fmt.name, out=path.parent))
 
 
-def _torch_from_artifact(meta: Sidecar, device: str) -> TorchBackend:
-    """PyTorch eager on the checkpoint an artifact was exported from (checked by hash)."""
+def torch_runner(path: Path, meta: Sidecar, device: str,
+                 provider: str | None = None) -> TorchBackend:
+    """PyTorch eager on the checkpoint an artifact was exported from (checked by hash): the
+    torch backend's runner in the formats table."""
     from enfold.checkpoint.load import open_checkpoint
 
     ckpt = Path(meta.checkpoint or "")
@@ -303,36 +297,15 @@ def build_runner(backend: str, path: Path, meta: Sidecar, device: str,
                  provider: str | None = None) -> Backend:
     """The runner of ``backend`` for the artifact at ``path`` (metadata ``meta``): the artifact
     itself, its sibling in the backend's format, or (torch) the checkpoint it came from."""
-    if backend == "torch":
-        return _torch_from_artifact(meta, device)
-    if backend == "tensorrt":  # say what is missing before looking for an engine file
-        import_tensorrt()
-        require_gpu()
-    if backend == "onnxruntime":
-        import_onnxruntime()
-    artifact = _artifact_for(path, meta, backend)
-    if artifact != path:
-        meta = read_sidecar(artifact)
-    verify_artifact(artifact, meta)  # the file is the one its sidecar describes
-    if backend == "torchscript":
-        return TorchScriptBackend(artifact, meta, device)
-    if backend == "onnxruntime":
-        if provider is None:
-            if device == "cpu":
-                return OnnxRuntimeBackend(artifact, "cpu")
-            errors = []
-            for name in ("tensorrt", "cuda"):  # fastest GPU provider that actually loads
-                try:
-                    return OnnxRuntimeBackend(artifact, name)
-                except EnfoldError as exc:
-                    errors.append(str(exc))
-            raise EnfoldError("no GPU execution provider loads: " + "; ".join(errors))
-        if (provider == "cpu") != (device == "cpu"):
-            raise EnfoldError(f"--provider {provider} does not run on --device {device}")
-        return OnnxRuntimeBackend(artifact, provider)
-    if device != "cuda":
-        raise EnfoldError("the tensorrt backend runs on an NVIDIA GPU: use --device cuda")
-    return TensorRTBackend(artifact, meta)
+    fmt = backend_format(backend)
+    fmt.check()  # say what is missing before looking for a file
+    if fmt.sidecar:
+        artifact = _artifact_for(path, meta, backend)
+        if artifact != path:
+            meta = read_sidecar(artifact)
+        verify_artifact(artifact, meta)  # the file is the one its sidecar describes
+        path = artifact
+    return fmt.runner_factory()(path, meta, device, provider)
 
 
 def open_artifact(path: str | Path, backend: str, device: str = "cpu",

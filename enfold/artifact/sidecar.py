@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from enfold.artifact.formats import FORMATS
+from enfold.artifact.formats import BY_BACKEND, FORMATS
 from enfold.artifact.targets import TARGETS
 from enfold.errors import SidecarError
 from enfold.output_files import write_output
@@ -29,7 +29,7 @@ RESULT_KEYS = ("target", "img_size", "in_chans", "mean", "std", "patch_size", "c
 REQUIRED = ("format", "target", "img_size", "in_chans", "mean", "std")
 REEXPORT = "export it again with `enfold export`"
 # what PyTorch eager on a checkpoint describes itself as (a session's metadata, never a file)
-CHECKPOINT_FORMAT = "checkpoint"
+CHECKPOINT_FORMAT = BY_BACKEND["torch"].name  # a checkpoint, run by PyTorch eager
 # JSON lists held as tuples, so a sidecar cannot change after it was checked
 _TUPLES = ("mean", "std", "tasks", "class_names", "step_sizes", "restorer_inputs",
            "batch_profile")

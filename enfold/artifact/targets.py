@@ -14,18 +14,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from enfold.artifact.target_table import (  # noqa: F401  (re-exported)
+    CHECKPOINT_TARGETS,
+    TARGET_METHODS,
+    TARGETS,
+    target_named,
+)
 from enfold.errors import EnfoldError
 
 if TYPE_CHECKING:
     from enfold.checkpoint.load import CheckpointFile
-
-TARGETS = ("classifier", "encoder", "energy", "restorer")
-# Target -> the InferenceSession method that runs it (the server names its endpoints after these).
-TARGET_METHODS = {"classifier": "classify", "restorer": "restore", "energy": "energy",
-                  "encoder": "features"}
-# Targets each checkpoint stage can serve with the torch runner.
-CHECKPOINT_TARGETS = {"pretrain": ("restorer", "energy", "encoder"),
-                      "finetune": ("classifier", "encoder")}
 
 
 class TargetModule(nn.Module):
@@ -69,8 +67,7 @@ def torch_target(checkpoint: str | Path | CheckpointFile, target: str, steps: in
     from enfold.config import to_dict
     from enfold.corrupt import available
 
-    if target not in TARGETS:
-        raise EnfoldError(f"unknown --target {target!r}; choose one of {', '.join(TARGETS)}")
+    kind = target_named(target)
     opened = open_checkpoint(checkpoint)
     checkpoint = opened.path
     loaded = load_model(opened)
@@ -90,7 +87,7 @@ def torch_target(checkpoint: str | Path | CheckpointFile, target: str, steps: in
         "corrupt": {name: to_dict(getattr(cfg.corrupt, name)) for name in available()},
     }
     size, chans = cfg.model.img_size, cfg.model.in_chans
-    if grid_shifts not in (None, 1) and target not in ("restorer", "energy"):
+    if grid_shifts not in (None, 1) and not kind.grid_shifts:
         raise EnfoldError(f"--grid-shifts applies to the restorer and energy targets, not "
                           f"{target!r}; drop it")
     if target == "classifier":

@@ -7,15 +7,14 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from enfold.artifact.formats import FORMATS as ARTIFACT_FORMATS
-from enfold.artifact.formats import SUFFIX
+from enfold.artifact.formats import BY_NAME, EXPORT_FORMATS, PRECISIONS, Format, format_named
 from enfold.artifact.sidecar import sidecar_path
 from enfold.errors import EnfoldError
 from enfold.export.graphs import build_spec
 from enfold.output_files import clear_outputs, refuse_existing
 
-# safetensors: the encoder as timm weights (export/timm_weights.py), not a runnable artifact
-FORMATS = (*ARTIFACT_FORMATS, "safetensors")
+# what --format takes: the runnable artifacts and safetensors (the encoder as timm weights)
+FORMATS = EXPORT_FORMATS
 
 
 def parse_batch(text: str) -> tuple[int, int, int]:
@@ -36,7 +35,7 @@ def artifact_path(out_dir: Path, target: str, fmt: str, precision: str,
     name = target + (f"-k{steps}" if target == "restorer" and steps else "")
     name += f"-g{grid_shifts}" if grid_shifts > 1 else ""
     name += "-fp16" if precision == "fp16" else ""
-    return out_dir / (name + SUFFIX[fmt])
+    return out_dir / (name + BY_NAME[fmt].suffix)
 
 
 def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
@@ -55,48 +54,33 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
     from enfold.checkpoint.load import open_checkpoint
     from enfold.export.model_card import check_card_writable, save_validation, write_model_card
 
-    if fmt not in FORMATS:
-        raise EnfoldError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    form = format_named(fmt)
     check_card_writable(out_dir)
-    if fmt == "safetensors":
-        if triton_repo is not None:
-            raise EnfoldError("--triton-repo takes onnx, tensorrt or torchscript exports; "
-                              "safetensors weights are for timm code, not Triton")
-        if precision != "fp32":
-            raise EnfoldError("timm weights are written as trained, in fp32: drop --precision "
-                              "(timm casts them with model.half() if you need fp16)")
-        from enfold.export.timm_weights import CONFIG_NAME, WEIGHTS_NAME, export_timm_weights
-
-        planned = [Path(out_dir) / WEIGHTS_NAME, Path(out_dir) / CONFIG_NAME]
-        refuse_existing(planned, overwrite)
-        opened = open_checkpoint(checkpoint)
-        with _removed_on_failure(planned):
-            result = export_timm_weights(opened, out_dir, target, validate)
-        save_validation(result["artifact"], result.get("validation"))
-        result["card"] = str(write_model_card(out_dir, opened))
-        return result
-    if precision not in ("fp32", "fp16"):
-        raise EnfoldError(f"unknown --precision {precision!r}; use fp32 or fp16")
-    if fmt == "torchscript" and precision != "fp32":
-        raise EnfoldError("TorchScript artifacts are fp32; use --format onnx or tensorrt for fp16")
+    if not form.sidecar:  # timm weights: a folder for timm code, not a runnable artifact
+        return _export_weights(form, checkpoint, target, out_dir, precision, validate,
+                               triton_repo, overwrite)
+    if precision not in PRECISIONS:
+        raise EnfoldError(f"unknown --precision {precision!r}; use {' or '.join(PRECISIONS)}")
+    if precision not in form.precisions:
+        wider = [f.name for f in BY_NAME.values() if f.exporter and precision in f.precisions]
+        raise EnfoldError(f"{form.name} artifacts are {' or '.join(form.precisions)}; use "
+                          f"--format {' or '.join(wider)} for {precision}")
     lo, opt, hi = parse_batch(batch)
-    if fmt == "tensorrt":  # fail fast, before any tracing, when TensorRT cannot run here
-        from enfold.artifact.tensorrt_engine import import_tensorrt, require_gpu
-
-        import_tensorrt()
-        require_gpu()
+    if form.export_checks:  # fail fast, before any tracing, when the format cannot run here
+        form.check()
     opened = open_checkpoint(checkpoint)
     spec = build_spec(opened, target, steps, task, grid_shifts=grid_shifts)
     out_dir = Path(out_dir)
     path = artifact_path(out_dir, target, fmt, precision, spec.metadata.get("steps"),
                          spec.metadata.get("grid_shifts", 1))
     planned = [path, sidecar_path(path)]
-    if fmt == "tensorrt":  # the engine is built from an ONNX file written beside it
-        planned += [path.with_suffix(".onnx"), sidecar_path(path.with_suffix(".onnx"))]
+    for other in form.beside:  # e.g. the ONNX model a TensorRT engine is built from
+        beside = path.with_suffix(BY_NAME[other].suffix)
+        planned += [beside, sidecar_path(beside)]
     refuse_existing(planned, overwrite)
     clear_outputs(planned)  # the exporters open these paths themselves: never through a link
     with _removed_on_failure(planned):
-        result = _write_and_validate(spec, opened, path, fmt, precision, (lo, opt, hi),
+        result = _write_and_validate(spec, opened, path, form, precision, (lo, opt, hi),
                                      validate)
     save_validation(path, result.get("validation"))
     result["card"] = str(write_model_card(out_dir, opened))
@@ -124,34 +108,43 @@ def _removed_on_failure(paths: list[Path]) -> Iterator[None]:
         raise
 
 
-def _write_and_validate(spec: Any, checkpoint: Any, path: Path, fmt: str, precision: str,
+def _export_weights(form: Format, checkpoint: str, target: str, out_dir: str | Path,
+                    precision: str, validate: bool, triton_repo: str | Path | None,
+                    overwrite: bool) -> dict[str, Any]:
+    """``--format safetensors``: the encoder as timm weights, and the folder's model card (the
+    checkpoint read and hashed once for both)."""
+    from enfold.checkpoint.load import open_checkpoint
+    from enfold.export.model_card import save_validation, write_model_card
+    from enfold.export.timm_weights import CONFIG_NAME, WEIGHTS_NAME
+
+    if triton_repo is not None:
+        served = ", ".join(f.name for f in BY_NAME.values() if f.triton)
+        raise EnfoldError(f"--triton-repo takes {served} exports; safetensors weights are for "
+                          "timm code, not Triton")
+    if precision not in form.precisions:
+        raise EnfoldError("timm weights are written as trained, in fp32: drop --precision "
+                          "(timm casts them with model.half() if you need fp16)")
+    planned = [Path(out_dir) / WEIGHTS_NAME, Path(out_dir) / CONFIG_NAME]
+    refuse_existing(planned, overwrite)
+    opened = open_checkpoint(checkpoint)
+    with _removed_on_failure(planned):
+        result = form.exporter_function()(opened, out_dir, target, validate)
+    save_validation(result["artifact"], result.get("validation"))
+    result["card"] = str(write_model_card(out_dir, opened))
+    return result
+
+
+def _write_and_validate(spec: Any, checkpoint: Any, path: Path, form: Format, precision: str,
                         profile: tuple[int, int, int], validate: bool) -> dict[str, Any]:
-    """Write the artifact and its sidecar at ``path``; validate it unless told not to."""
-    lo, opt, hi = profile
-    out_dir = path.parent
-    if fmt == "torchscript":
-        from enfold.export.torchscript_export import export_torchscript
-
-        export_torchscript(spec, path, batch=opt)
-    else:
-        from enfold.artifact.sidecar import write_sidecar
-        from enfold.export.onnx_export import export_onnx
-
-        onnx_path = path.with_suffix(".onnx")
-        export_onnx(spec, onnx_path, precision)
-        if fmt == "tensorrt":
-            from enfold.export.tensorrt_build import build_engine
-
-            build_engine(onnx_path, path, (lo, opt, hi), (spec.in_chans, spec.img_size,
-                                                          spec.img_size), precision,
-                         timing_cache=out_dir / "timing.cache")
-            write_sidecar(path, {**spec.metadata, "format": "tensorrt", "precision": precision,
-                                 "batch_profile": [lo, opt, hi]})
+    """Write the artifact and its sidecar at ``path`` with the format's exporter; validate it
+    unless told not to."""
+    form.exporter_function()(spec, path, precision, profile)
     result: dict[str, Any] = {"artifact": str(path), "sidecar": str(sidecar_path(path))}
     if validate:
         from enfold.export.validate import validate_artifact
 
-        batches = (1, 3, 8) if fmt != "tensorrt" else tuple(sorted({lo, opt, hi}))
+        # an artifact built for a batch profile is checked at its ends and its optimum
+        batches = tuple(sorted(set(profile))) if form.batch_profile else (1, 3, 8)
         result["validation"] = validate_artifact(path, checkpoint, batches=batches,
-                                                 device="cuda" if fmt == "tensorrt" else "cpu")
+                                                 device=form.validate_device)
     return result

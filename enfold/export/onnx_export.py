@@ -9,12 +9,12 @@ from typing import Any
 import torch
 
 from enfold.artifact.sidecar import write_sidecar
+from enfold.artifact.target_table import TARGET_TABLE
 from enfold.errors import EnfoldError
 from enfold.export.graphs import ExportSpec, extra_examples, trace_batch
 
 OPSET = 18
-OUTPUT_NAMES = {"classifier": "logits", "encoder": "features", "energy": "energy",
-                "restorer": "restored"}
+OUTPUT_NAMES = {target.name: target.output for target in TARGET_TABLE}
 INPUT_NAME = "images"
 # Ops kept in fp32 in mixed-precision models: normalisation, softmax and the reductions and
 # transcendental ops whose fp16 error the input gradient amplifies step by step.
@@ -71,3 +71,10 @@ def set_metadata(model, meta: dict[str, Any]) -> None:
     for key, value in meta.items():
         prop = model.metadata_props.add()
         prop.key, prop.value = key, json.dumps(value)
+
+
+def write_onnx(spec: ExportSpec, path: Path, precision: str,
+               profile: tuple[int, int, int]) -> Path:
+    """The ONNX exporter of the formats table (``enfold.artifact.formats``): any batch runs,
+    so ``profile`` is not needed."""
+    return export_onnx(spec, path, precision)

@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from enfold.artifact.formats import BY_NAME
 from enfold.artifact.tensorrt_engine import import_tensorrt, require_gpu
 from enfold.errors import EnfoldError
+from enfold.export.graphs import ExportSpec
 
 
 def major_version(trt: Any) -> int:
@@ -63,3 +65,20 @@ def build_engine(onnx_path: Path, engine_path: Path, batch: tuple[int, int, int]
     if cache is not None and timing_cache is not None:
         timing_cache.write_bytes(bytes(cache.serialize()))
     return engine_path
+
+
+def write_engine(spec: ExportSpec, path: Path, precision: str,
+                 profile: tuple[int, int, int]) -> Path:
+    """The TensorRT exporter of the formats table (``enfold.artifact.formats``): the ONNX model
+    beside ``path`` (its own artifact, with its sidecar), then the engine built from it for the
+    batch ``profile`` (with the folder's timing cache), then the engine's sidecar."""
+    from enfold.artifact.sidecar import write_sidecar
+    from enfold.export.onnx_export import export_onnx
+
+    onnx_path = path.with_suffix(BY_NAME["onnx"].suffix)
+    export_onnx(spec, onnx_path, precision)
+    build_engine(onnx_path, path, profile, (spec.in_chans, spec.img_size, spec.img_size),
+                 precision, timing_cache=path.parent / "timing.cache")
+    write_sidecar(path, {**spec.metadata, "format": "tensorrt", "precision": precision,
+                         "batch_profile": list(profile)})
+    return path

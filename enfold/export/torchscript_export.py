@@ -28,3 +28,10 @@ def export_torchscript(spec: ExportSpec, path: Path, batch: int) -> Path:
     torch.jit.save(traced, str(path), _extra_files={"enfold.json": json.dumps(meta)})
     write_sidecar(path, meta)
     return path
+
+
+def write_torchscript(spec: ExportSpec, path: Path, precision: str,
+                      profile: tuple[int, int, int]) -> Path:
+    """The TorchScript exporter of the formats table (``enfold.artifact.formats``): fp32, a
+    restorer traced at the profile's optimal batch."""
+    return export_torchscript(spec, path, batch=profile[1])

@@ -18,15 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from enfold.artifact.formats import BY_NAME, TritonNames
 from enfold.artifact.sidecar import Sidecar
 from enfold.errors import EnfoldError
 from enfold.export.onnx_export import INPUT_NAME, OUTPUT_NAMES
 
-# Triton's name for each artifact format: platform, backend and the file it loads by default.
-PLATFORM = {"onnx": "onnxruntime_onnx", "tensorrt": "tensorrt_plan",
-            "torchscript": "pytorch_libtorch"}
-BACKEND = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "torchscript": "pytorch"}
-MODEL_FILE = {"onnx": "model.onnx", "tensorrt": "model.plan", "torchscript": "model.pt"}
+# Triton's names for each format it loads (platform, backend, file): the formats table's.
+TRITON = {fmt.name: fmt.triton for fmt in BY_NAME.values() if fmt.triton}
 # The first line of every config enfold writes: an entry without it is someone else's.
 MARKER = "# written by enfold export: edit freely, a re-export replaces it"
 # config.pbtxt fields whose values are enum names, printed without quotes.
@@ -51,7 +49,8 @@ def tensor_names(meta: Sidecar) -> tuple[str, str]:
     """
     inp = meta.input or INPUT_NAME
     out = meta.output or OUTPUT_NAMES[meta.target]
-    if meta.format == "torchscript":
+    names = TRITON.get(meta.format)
+    if names is not None and names.positional_names:
         return f"{inp}__0", f"{out}__0"
     return inp, out
 
@@ -70,7 +69,7 @@ def output_dims(meta: Sidecar, artifact: Path | None = None) -> list[int]:
     if target == "energy":
         return []
     if artifact is not None:
-        onnx_path = artifact.with_suffix(".onnx")
+        onnx_path = artifact.with_suffix(BY_NAME["onnx"].suffix)
         if onnx_path.is_file():
             return onnx_io(onnx_path)[1][1][1:]
         if meta.format == "torchscript":
@@ -128,9 +127,9 @@ def model_config(meta: Sidecar, out_dims: list[int], batch: tuple[int, int, int]
         output.update(dims=[1], reshape={"shape": []})
     fixed = meta.fixed_batch
     # a format Triton does not load (a checkpoint that enfold serve runs) keeps its own name
-    config: dict[str, Any] = {"name": name or entry_name(meta),
-                              "platform": PLATFORM.get(fmt, f"enfold_{fmt}"),
-                              "backend": BACKEND.get(fmt, "enfold")}
+    triton = TRITON.get(fmt) or TritonNames(f"enfold_{fmt}", "enfold", "")
+    config: dict[str, Any] = {"name": name or entry_name(meta), "platform": triton.platform,
+                              "backend": triton.backend}
     if fixed:
         config["max_batch_size"] = 0
         in_dims = [int(fixed), *in_dims]
@@ -148,7 +147,7 @@ def model_config(meta: Sidecar, out_dims: list[int], batch: tuple[int, int, int]
                                       "max_queue_delay_microseconds": int(queue_delay_us)}
     # a TensorRT engine runs on the GPU it was built for; the others go where Triton has room
     config["instance_group"] = [{"count": 1,
-                                 "kind": "KIND_GPU" if fmt == "tensorrt" else "KIND_AUTO"}]
+                                 "kind": "KIND_GPU" if triton.gpu_only else "KIND_AUTO"}]
     config["parameters"] = {key: {"string_value": json.dumps(value)}
                             for key, value in sorted(meta.to_dict().items())
                             if key not in PRIVATE_KEYS}
@@ -237,9 +236,9 @@ def write_triton_entry(artifact: str | Path, repo: str | Path,
     artifact = Path(artifact)
     meta = read_sidecar(artifact)
     fmt = meta.format
-    if fmt not in PLATFORM:
-        raise EnfoldError(f"{artifact} is a {fmt} artifact; a Triton repository takes onnx, "
-                          "tensorrt or torchscript exports")
+    if fmt not in TRITON:
+        raise EnfoldError(f"{artifact} is a {fmt} artifact; a Triton repository takes "
+                          f"{', '.join(TRITON)} exports")
     if meta.restorer_inputs:
         raise EnfoldError(f"{artifact} takes {', '.join(meta.restorer_inputs)} besides the "
                           "images, which enfold's Triton entries do not describe yet; serve it "
@@ -251,12 +250,13 @@ def write_triton_entry(artifact: str | Path, repo: str | Path,
     if config_path.is_file() and not config_path.read_text().startswith(MARKER):
         raise EnfoldError(f"{config_path} exists and was not written by enfold; move it away or "
                           "choose another --triton-repo")
-    model_path = entry / "1" / MODEL_FILE[fmt]
+    model_path = entry / "1" / TRITON[fmt].model_file
     model_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = model_path.with_name(f".{model_path.name}.tmp")
     shutil.copyfile(artifact, tmp)  # copied, not linked: the repository travels on its own
     tmp.replace(model_path)
-    for other in set(MODEL_FILE.values()) - {model_path.name}:  # this entry's earlier format
+    # this entry's earlier format
+    for other in {t.model_file for t in TRITON.values()} - {model_path.name}:
         (model_path.parent / other).unlink(missing_ok=True)
     text = to_pbtxt(config)
     atomic_write_bytes(config_path, lambda f: f.write(text.encode()))

@@ -31,15 +31,11 @@ from enfold.errors import ConfigError
 from enfold.model.backbone import build_backbone
 from enfold.model.consistency import NoConsistency, build_consistency
 from enfold.model.heads import build_energy_head
+from enfold.model.losses import reconstruction_error
+from enfold.model.peers import PEERS
 
-LOG_ERROR_FLOOR = 1e-6  # per_image_log reduction: log(error + floor), error in normalised units
 GRID_SHIFTS = (1, 4)  # one patch grid, or the four shifts of it by half a patch
 
-_ELEMENTWISE = {
-    "mse": lambda a, b: (a - b).pow(2),
-    "l1": lambda a, b: (a - b).abs(),
-    "smooth_l1": lambda a, b: F.smooth_l1_loss(a, b, reduction="none", beta=0.1),
-}
 
 
 class EnergyViT(nn.Module):
@@ -230,21 +226,9 @@ class EnergyViT(nn.Module):
 
     def reconstruction_error(self, restored: torch.Tensor, clean: torch.Tensor,
                              weight: torch.Tensor) -> torch.Tensor:
-        """Mean error over the corrupted region (``weight: (B, 1, H, W)``) or all pixels,
-        pooled over the batch, or (``loss.reduction: per_image_log``) the mean over images of
-        the log of each image's error."""
-        err = _ELEMENTWISE[self.loss_kind](restored.float(), clean.float())  # (B, C, H, W)
-        pooled = self.loss_reduction == "pooled"
-        dims = (0, 1, 2, 3) if pooled else (1, 2, 3)  # pooled: a scalar; per image: (B,)
-        if self.loss_region == "all":
-            mean = err.mean(dims)
-        else:
-            w = weight.to(err.dtype).expand_as(err)
-            mean = (err * w).sum(dims) / w.sum(dims).clamp_min(1.0)
-        if pooled:
-            return mean
-        # the floor keeps the gradient of a (nearly) perfect image finite
-        return torch.log(mean + LOG_ERROR_FLOOR).mean()
+        """The training error of one restored batch (see :func:`reconstruction_error`)."""
+        return reconstruction_error(restored, clean, weight, LossConfig(
+            kind=self.loss_kind, region=self.loss_region, reduction=self.loss_reduction))
 
     def loss(self, corrupted: torch.Tensor, clean: torch.Tensor,
              weight: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -312,4 +296,7 @@ def build_energy_model(cfg: Config) -> EnergyViT:
         mask_patch=cfg.corrupt.mask.patch_size or cfg.model.patch_size,
         fill_holes=cfg.model.fill_holes, fill_biharmonic=cfg.model.fill_biharmonic)
     gain = sum(1.0 / s**2 for s in cfg.data.std) / len(cfg.data.std)
+    if cfg.model.restorer != "energy":
+        return PEERS[cfg.model.restorer](cfg.model, cfg.loss, noise_ref=noise_ref,
+                                         noise_gain=gain)
     return EnergyViT(cfg.model, cfg.loss, consistency, noise_ref=noise_ref, noise_gain=gain)

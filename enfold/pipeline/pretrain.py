@@ -22,6 +22,8 @@ from enfold.pipeline.trainer import StageParts, fit
 
 def describe(model: EnergyViT) -> dict[str, list[float]]:
     """The learned step sizes, shown in the progress bar and the log."""
+    if not isinstance(model, EnergyViT):  # a learned peer takes no steps
+        return {}
     return {"step_sizes": [round(a, 5) for a in model.step_sizes().tolist()]}
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from enfold.artifact.formats import is_format
 from enfold.errors import EnfoldError
 from enfold.runtime.session import InferenceSession, load
 
@@ -48,7 +49,7 @@ def default_name(path: Path, session: InferenceSession) -> str:
     from enfold.export.triton_repo import entry_name
 
     meta = session.metadata
-    if path.suffix != ".pt" and meta.target:
+    if not is_format(path, "checkpoint") and meta.target:
         return entry_name(meta)
     return path.stem
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from enfold.artifact.formats import BACKEND_FORMAT, BACKENDS, FORMAT_BACKEND, SUFFIX
+from enfold.artifact.formats import BACKENDS, FORMAT_BACKEND, backend_format, is_format
 from enfold.artifact.ort import ORT_PROVIDERS
 from enfold.artifact.session import InferenceSession, checkpoint_session, open_artifact
 from enfold.artifact.sidecar import read_sidecar
@@ -65,7 +65,7 @@ def load(path: str | Path, backend: str = "auto", device: str | None = None,
         raise EnfoldError(f"--provider selects an onnxruntime provider; --backend is {backend}")
     if provider is not None and backend == "auto":
         backend = "onnxruntime"  # a named provider is an explicit request: no fallback
-    if path.suffix == ".pt":
+    if is_format(path, "checkpoint"):
         return checkpoint_session(path, backend, device)
     meta = read_sidecar(path)
     if backend != "auto":
@@ -76,7 +76,7 @@ def load(path: str | Path, backend: str = "auto", device: str | None = None,
         # auto never reaches for the checkpoint while an artifact exists, and the own format is
         # always tried even when it is slower than a missing sibling
         chosen = [b for b in chosen if b != "torch" and
-                  (b == own or path.with_suffix(SUFFIX[BACKEND_FORMAT[b]]).is_file())]
+                  (b == own or path.with_suffix(backend_format(b).suffix).is_file())]
     errors: list[str] = []
     for name in chosen:
         try:

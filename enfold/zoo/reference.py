@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from enfold.artifact.formats import is_format
 from enfold.errors import EnfoldError
 from enfold.zoo.registry import file_sha256
 
@@ -33,7 +34,7 @@ def reference_path(artifact: str | Path) -> Path:
 
 
 def _is_timm(artifact: Path) -> bool:
-    return artifact.suffix == ".safetensors"
+    return is_format(artifact, "safetensors")
 
 
 def _timm_features(artifact: Path, pixels: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from enfold.artifact.formats import BY_SUFFIX
 from enfold.digest import file_sha256  # noqa: F401  (re-exported)
 from enfold.errors import EnfoldError
 
@@ -26,7 +27,7 @@ MODELS_DIR = "models"
 ZOO_ENV = "ENFOLD_ZOO"
 REGISTRY_VERSION = 1
 # suffixes that make a --model value a file name rather than a model name
-FILE_SUFFIXES = (".onnx", ".ts", ".engine", ".pt", ".safetensors")
+FILE_SUFFIXES = tuple(BY_SUFFIX)
 
 
 class UnknownModelError(EnfoldError):

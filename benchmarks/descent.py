@@ -1,0 +1,236 @@
+"""Does descending the energy further help? PSNR against inference steps K, per training recipe.
+
+    python benchmarks/descent.py --task noise --arms ref all2 --seeds 0 1 2
+
+Every restorer in the project was trained with one step (K=1) and got worse with each extra
+inference step: the learned step size is one whole jump, and nothing taught the energy what to
+do at an image that is already restored. The recipes here change only that, one at a time,
+against the shipped recipe (``ref``) at the same number of optimizer steps:
+
+- ``all2`` / ``all3`` / ``all4``: K=2 / 3 / 4 training steps with the loss on every step's
+  output (``loss.step_weights``), so each step must improve on the one before.
+
+and, for the question whether a plain learned restorer would do better, the learned peers
+``direct_vit`` and ``dncnn`` (one forward pass; ``--arm-steps`` sets their optimizer steps so
+their logged training time matches the reference's; the table shows the minutes).
+
+Each arm and seed is a pretraining run of the task's shipped config (``configs/pretrain/
+restore-<task>.yaml``) with ``--steps`` optimizer steps, trained here or read back from
+``--out/<task>-<arm>-s<seed>`` when a finished run of the same config is there. Scored on fixed
+held-out crops (photos never trained on) at K = 1..8 (steps beyond the trained K reuse the
+last step size); the noise task at fixed noise levels (unclipped, as it trains), the restorer
+told the true sigma. Writes the table into docs/RESULTS.md (section ``descent-<task>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import ROOT, finished_pretraining, machine, shown
+from results_doc import write_section
+
+CONFIGS = ROOT / "configs" / "pretrain"
+ARMS: dict[str, list[str]] = {
+    "ref": [],
+    "all2": ["model.steps=2", "loss.step_weights=[1, 1]"],
+    "all3": ["model.steps=3", "loss.step_weights=[1, 1, 1]"],
+    "all4": ["model.steps=4", "loss.step_weights=[1, 1, 1, 1]"],
+    # learned peers (enfold/model/peers.py): give them --arm-steps for equal training time
+    "direct_vit": ["model.restorer=direct_vit"],
+    "dncnn": ["model.restorer=dncnn"],
+}
+KS = range(1, 9)
+NOISE_SIGMAS = (0.05, 0.1, 0.2)
+
+
+def arm_config(task: str, arm: str, seed: int, steps: int):
+    """The shipped config of ``task`` changed only by ``arm``, ``steps`` long, seeded."""
+    from enfold.config import load_config
+
+    return load_config(CONFIGS / f"restore-{task}.yaml", [
+        f"train.max_steps={steps}", "train.warmup_steps=50", "eval.every=0",
+        "train.compile=false", f"train.seed={seed}", *ARMS[arm]])
+
+
+def trained(task: str, arm: str, seed: int, steps: int, out: Path) -> Path:
+    """The last checkpoint of one arm and seed: read back when finished, else trained."""
+    from enfold.pipeline.pretrain import run_pretrain
+
+    cfg = arm_config(task, arm, seed, steps)
+    run = out / f"{task}-{arm}-s{seed}"
+    if finished_pretraining(run, cfg):
+        print(f"reading back {shown(run)}", flush=True)
+        return run / "checkpoint-last.pt"
+    return run_pretrain(cfg, run)
+
+
+def held_out(cfg, count: int) -> torch.Tensor:
+    """The first ``count`` fixed held-out crops, ``(N, C, H, W)`` in [0, 1]."""
+    from enfold.data import build_source
+
+    source = build_source("photos", "heldout", cfg.model, cfg.data, heldout_count=count)
+    return torch.stack([source.image(i) for i in range(min(count, len(source)))]).float()
+
+
+def views(task: str, cfg, count: int, short_sides: list[int], seed: int
+          ) -> dict[str, tuple]:
+    """``{name: (corrupted, clean, weight, sigma)}``: held-out crops of the photos reduced to
+    each short side (the project's 512, and smaller: denser texture per crop), one view per
+    noise level for the noise task, else the task's own corruption."""
+    import dataclasses
+
+    from enfold.corrupt import CorruptionContext, build_one, corrupt_batch
+
+    out = {}
+    for side in short_sides:
+        scaled = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                                   photo_short_side=side))
+        clean = held_out(scaled, count)
+        where = f"short side {side}"
+        if task == "noise":
+            gen = torch.Generator().manual_seed(seed)
+            noise = torch.randn(clean.shape, generator=gen)
+            weight = torch.ones(clean.shape[0], 1, *clean.shape[2:])
+            out |= {f"sigma {s:g}, {where}": (clean + s * noise, clean, weight, s)
+                    for s in NOISE_SIGMAS}
+            continue
+        kind = cfg.corrupt.tasks[0]
+        corruption = build_one(kind, getattr(cfg.corrupt, kind),
+                               CorruptionContext.from_config(cfg))
+        out[f"{task}, {where}"] = (*corrupt_batch(corruption, clean, seed), None)
+    return out
+
+
+def bm3d_psnr(view: tuple, cache: Path) -> float | None:
+    """BM3D given the true sigma: the classical anchor of the noise views (None without
+    the bm3d package); each crop's answer is cached in ``cache``, as restoration.py does."""
+    from restoration_runs import bm3d_cached
+
+    from enfold.metrics import region_psnr
+
+    corrupted, clean, weight, sigma = view
+    outs = []
+    for i, img in enumerate(corrupted):
+        # the cache key holds the input's digest, so each view's crops get their own entries
+        out = bm3d_cached(img, i, 0, sigma, cache)
+        if out is None:
+            return None
+        outs.append(torch.from_numpy(out).float().permute(2, 0, 1))
+    return float(region_psnr(torch.stack(outs).clamp(0, 1), clean, weight).mean())
+
+
+def psnr_by_k(checkpoint: Path, view: tuple) -> list[float]:
+    """Mean region PSNR (dB) of the restored crops at each K in ``KS``."""
+    from enfold.checkpoint.load import load_energy_model
+    from enfold.data import denormalize, normalize
+    from enfold.metrics import region_psnr
+
+    model, cfg = load_energy_model(checkpoint)
+    corrupted, clean, weight, sigma = view
+    x = normalize(corrupted, cfg.data.mean, cfg.data.std)
+    out = []
+    for k in KS:
+        restored = model.restore(x, k, sigma=sigma).detach()
+        pixels = denormalize(restored, cfg.data.mean, cfg.data.std).clamp(0, 1)
+        out.append(float(region_psnr(pixels, clean, weight).mean()))
+    return out
+
+
+def non_decreasing(curve: list[float], upto: int = 4, tol: float = 0.0) -> bool:
+    """Whether PSNR never falls (by more than ``tol`` dB) from K=1 to K=``upto``."""
+    return all(b >= a - tol for a, b in zip(curve[:upto - 1], curve[1:upto], strict=True))
+
+
+def report(task: str, arms: list[str], seeds: list[int], steps: dict[str, int],
+           curves: dict[str, dict[str, list[list[float]]]], minutes: dict[str, list[float]],
+           took: float, count: int, anchors: dict[str, float | None]) -> str:
+    """The results section: per view, each arm's PSNR at every K (mean ± std over seeds)."""
+    command = "python benchmarks/descent.py " + " ".join(sys.argv[1:])
+    lines = [f"## Energy descent: PSNR against inference steps K ({task})", "",
+             f"Command: `{command.strip()}`. Each arm: `{shown(CONFIGS / f'restore-{task}.yaml')}` "
+             f"at the optimizer steps shown, seeds {seeds} (training seed; the held-out crops and "
+             f"the corruption are fixed); {count} held-out crops; cells: mean ± std over seeds "
+             f"of the mean PSNR (dB). {machine()}; took {took / 60:.1f} min, finished runs "
+             "read back.", ""]
+    for view in curves[arms[0]]:
+        lines += [f"**{view}**", "",
+                  "| arm | recipe | steps | train min | " + " | ".join(f"K={k}" for k in KS)
+                  + " | best K | non-decreasing K=1..4 (seeds) |",
+                  "|" + " --- |" * (len(KS) + 6)]
+        for arm in arms:
+            runs = curves[arm][view]  # one curve per seed
+            cells = [fmt([c[i] for c in runs]) for i in range(len(KS))]
+            means = [statistics.mean(c[i] for c in runs) for i in range(len(KS))]
+            best = max(range(len(KS)), key=lambda i: means[i])
+            ok = sum(non_decreasing(c) for c in runs)
+            recipe = " ".join(ARMS[arm]) or "shipped (K=1, loss on the last step)"
+            minute = statistics.mean(minutes[arm])
+            lines.append(f"| {arm} | {recipe} | {steps[arm]} | {minute:.1f} | "
+                         + " | ".join(cells) + f" | {KS[best]} | {ok}/{len(runs)} |")
+        if anchors.get(view) is not None:
+            lines.append(f"| BM3D | true sigma | | | {anchors[view]:.2f} |" + " |" * (len(KS) + 1))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def fmt(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", default="noise", choices=["noise", "sr", "sr4", "mask", "gray",
+                                                            "shuffle"])
+    parser.add_argument("--arms", nargs="+", default=["ref", "all2"], choices=sorted(ARMS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=600, help="optimizer steps per run")
+    parser.add_argument("--arm-steps", nargs="*", default=[], metavar="ARM=STEPS",
+                        help="another step count for an arm, e.g. direct_vit=1730")
+    parser.add_argument("--images", type=int, default=128, help="held-out crops scored")
+    parser.add_argument("--short-sides", type=int, nargs="+", default=[512, 128],
+                        help="held-out photos reduced to these short sides before cropping")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "descent")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
+    args = parser.parse_args()
+
+    from ablations import training_minutes
+
+    from enfold.pipeline.progress import read_metrics
+
+    t0 = time.time()
+    base = arm_config(args.task, "ref", 0, args.steps)
+    data = views(args.task, base, args.images, args.short_sides, seed=0)
+    anchors = {view: bm3d_psnr(batch, args.out / "bm3d-cache")
+               for view, batch in data.items()} if args.task == "noise" \
+        else {}
+    curves: dict[str, dict[str, list[list[float]]]] = {}
+    minutes: dict[str, list[float]] = {}
+    arm_steps = {a: int(n) for a, n in (item.split("=", 1) for item in args.arm_steps)}
+    for arm in args.arms:
+        for seed in args.seeds:
+            ckpt = trained(args.task, arm, seed, arm_steps.get(arm, args.steps), args.out)
+            minutes.setdefault(arm, []).append(training_minutes(
+                read_metrics(ckpt.parent / "metrics.jsonl"), base.data.batch_size))
+            for view, batch in data.items():
+                curve = psnr_by_k(ckpt, batch)
+                curves.setdefault(arm, {}).setdefault(view, []).append(curve)
+                print(f"{args.task} {arm} seed {seed} {view}: "
+                      + " ".join(f"{v:.2f}" for v in curve), flush=True)
+        # the section is rewritten after every arm, so a cut run keeps the arms it finished
+        done = list(curves)
+        text = report(args.task, done, args.seeds,
+                      {a: arm_steps.get(a, args.steps) for a in done}, curves, minutes,
+                      time.time() - t0, args.images, anchors)
+        write_section(args.results, f"descent-{args.task}", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

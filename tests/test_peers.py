@@ -1,0 +1,48 @@
+"""The learned peers (enfold/model/peers.py): the same trainer trains them, the same loader loads
+them, and they start as the identity restorer with the parameter budget they claim."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import DIGITS_TINY, TINY
+
+from enfold.checkpoint.load import load_energy_model
+from enfold.config import load_config
+from enfold.model import build_energy_model
+from enfold.model.peers import DirectViT, DnCNN, vit_params
+from enfold.pipeline.distributed import DistInfo
+from enfold.pipeline.pretrain import build_pretrain_parts
+from enfold.pipeline.trainer import fit
+
+NOISE = [*TINY, "train.compile=false", "corrupt.tasks=[noise]", "corrupt.noise.sigma=0.05",
+         "corrupt.noise.sigma_max=0.2", "model.noise_level_input=true"]
+
+
+@pytest.mark.parametrize("peer", ["direct_vit", "dncnn"])
+def test_a_peer_starts_as_the_identity_and_needs_sigma_when_it_takes_one(peer):
+    model = build_energy_model(load_config(DIGITS_TINY, [*NOISE, f"model.restorer={peer}"]))
+    x = torch.randn(2, model.in_chans, model.img_size, model.img_size)
+    assert torch.equal(model.restore(x, sigma=0.1), x)
+    with pytest.raises(ValueError, match="give the noise level sigma"):
+        model.restore(x)
+
+
+def test_the_dncnn_has_the_parameters_of_the_vit_it_is_compared_with():
+    cfg = load_config(DIGITS_TINY, [*NOISE, "model.restorer=dncnn"])
+    cnn, vit = build_energy_model(cfg), vit_params(cfg.model)
+    assert isinstance(cnn, DnCNN)
+    assert abs(sum(p.numel() for p in cnn.parameters()) / vit - 1) < 0.1
+
+
+def test_the_trainer_trains_a_peer_and_the_loader_reads_it_back(tmp_path):
+    cfg = load_config(DIGITS_TINY, [*NOISE, "model.restorer=direct_vit", "train.max_steps=30",
+                                    "eval.every=0", "train.warmup_steps=5"])
+    parts = build_pretrain_parts(cfg, tmp_path, DistInfo())
+    ckpt = fit(cfg, parts, tmp_path, DistInfo())
+    model, loaded_cfg = load_energy_model(ckpt)
+    assert isinstance(model, DirectViT) and loaded_cfg.model.restorer == "direct_vit"
+    clean = torch.rand(8, model.in_chans, model.img_size, model.img_size)
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    restored = model.restore((noisy - 0.5) / 0.5, sigma=0.1) * 0.5 + 0.5
+    assert (restored - clean).pow(2).mean() < (noisy - clean).pow(2).mean()
