@@ -44,15 +44,22 @@ def _interrupted_run(out: Path) -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+# the options every training stage takes
+RUN_OUT_OPT = typer.Option(..., "--out", "-o", help="Run directory (resumed if it holds one).")
+MAX_STEPS_OPT = typer.Option(None, min=1, help="Optimizer steps (overrides train.max_steps).")
+SET_OPT = typer.Option([], "--set", help=SET_HELP)
+NO_COMPILE_OPT = typer.Option(False, "--no-compile", help="Train eagerly.")
+RESUME_OPT = typer.Option(False, "--resume", help="Require a checkpoint in --out to resume.")
+
+
 @command(rich_help_panel=TRAINING_PANEL)
 def pretrain(
     config: Path = typer.Option(..., "--config", "-c", help="YAML config (see configs/pretrain)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (resumed if it holds one)."),
-    max_steps: int | None = typer.Option(None, min=1,
-                                         help="Optimizer steps (overrides train.max_steps)."),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    no_compile: bool = typer.Option(False, "--no-compile", help="Train eagerly."),
-    resume: bool = typer.Option(False, "--resume", help="Require a checkpoint in --out to resume."),
+    out: Path = RUN_OUT_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
+    set_: list[str] = SET_OPT,
+    no_compile: bool = NO_COMPILE_OPT,
+    resume: bool = RESUME_OPT,
 ) -> None:
     """Pretrain an energy ViT: restore corrupted images by descending its energy."""
     from enfold.pipeline.pretrain import run_pretrain
@@ -68,15 +75,14 @@ def pretrain(
 @command(rich_help_panel=TRAINING_PANEL)
 def finetune(
     config: Path = typer.Option(..., "--config", "-c", help="YAML config (see configs/finetune)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (resumed if it holds one)."),
+    out: Path = RUN_OUT_OPT,
     pretrained: Path | None = typer.Option(
         None, help="checkpoint-last.pt of a pretrain run; without it, train from scratch."),
     mode: FinetuneMode | None = typer.Option(None, help="Overrides finetune.mode."),
-    max_steps: int | None = typer.Option(None, min=1,
-                                         help="Optimizer steps (overrides train.max_steps)."),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    no_compile: bool = typer.Option(False, "--no-compile", help="Train eagerly."),
-    resume: bool = typer.Option(False, "--resume", help="Require a checkpoint in --out to resume."),
+    max_steps: int | None = MAX_STEPS_OPT,
+    set_: list[str] = SET_OPT,
+    no_compile: bool = NO_COMPILE_OPT,
+    resume: bool = RESUME_OPT,
 ) -> None:
     """Fine-tune a classifier (full or linear probe) or score kNN on frozen features."""
     from enfold.pipeline.finetune import run_finetune
