@@ -99,7 +99,7 @@ def score_table(series: dict[str, list[dict]], more_labels: list[int]) -> list[s
     for name, rows in series.items():
         for r in rows:
             keys = [*ARMS, *(f"{a}@{n}" for n in more_labels for a in ARMS)]
-            cells = " | ".join(fmt_seeds(r[k]) for k in keys)
+            cells = " | ".join(fmt_seeds(r[k]) if k in r else "-" for k in keys)
             lines.append(f"| {name} | {r['steps']} | {r['epochs']:.2f} | {r['minutes']:.1f} | "
                          f"{cells} |")
     return lines
@@ -288,7 +288,9 @@ def main() -> None:
     command = "python benchmarks/learning_curves.py " + " ".join(sys.argv[1:])
     ratio = per_step["enfold"] / per_step["mae"]
     lines = [
-        "## Learning curves: enfold against a masked autoencoder (Fashion-MNIST"
+        ("## Learning curves, snapshots of one long run: enfold against a masked autoencoder "
+         "(Fashion-MNIST" if args.horizon_steps else
+         "## Learning curves: enfold against a masked autoencoder (Fashion-MNIST")
         + (f", enfold with {' '.join(args.enfold_set)})" if args.enfold_set else ")"),
         "",
         f"Command: `{command.strip()}` (`{shown(PRETRAIN)}` for both methods' encoder, data, "
