@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,3 +163,10 @@ def finetune_arm(arm: str, seed: int, *, checkpoint: Path | None, out: Path,
 def final_top1(run_dir: Path) -> float:
     """Held-out top-1 of a finished fine-tune arm."""
     return json.loads((run_dir / "eval.json").read_text())["top1"]
+
+
+def fmt_seeds(values: list[float], digits: int = 3) -> str:
+    """One seed's value, or the mean ± sample std of several: ``0.712`` / ``0.712 ± 0.004``."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"

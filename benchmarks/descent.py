@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, finished_pretraining, machine, shown
+from common import ROOT, finished_pretraining, fmt_seeds, machine, shown
+from restoration_runs import held_out
 from results_doc import write_section
 
 CONFIGS = ROOT / "configs" / "pretrain"
@@ -67,14 +68,6 @@ def trained(task: str, arm: str, seed: int, steps: int, out: Path) -> Path:
         print(f"reading back {shown(run)}", flush=True)
         return run / "checkpoint-last.pt"
     return run_pretrain(cfg, run)
-
-
-def held_out(cfg, count: int) -> torch.Tensor:
-    """The first ``count`` fixed held-out crops, ``(N, C, H, W)`` in [0, 1]."""
-    from enfold.data import build_source
-
-    source = build_source("photos", "heldout", cfg.model, cfg.data, heldout_count=count)
-    return torch.stack([source.image(i) for i in range(min(count, len(source)))]).float()
 
 
 def views(task: str, cfg, count: int, short_sides: list[int], seed: int
@@ -124,13 +117,11 @@ def bm3d_psnr(view: tuple, cache: Path) -> float | None:
     return float(region_psnr(torch.stack(outs).clamp(0, 1), clean, weight).mean())
 
 
-def psnr_by_k(checkpoint: Path, view: tuple) -> list[float]:
+def psnr_by_k(model, cfg, view: tuple) -> list[float]:
     """Mean region PSNR (dB) of the restored crops at each K in ``KS``."""
-    from enfold.checkpoint.load import load_energy_model
     from enfold.data import denormalize, normalize
     from enfold.metrics import region_psnr
 
-    model, cfg = load_energy_model(checkpoint)
     corrupted, clean, weight, sigma = view
     x = normalize(corrupted, cfg.data.mean, cfg.data.std)
     out = []
@@ -164,7 +155,7 @@ def report(task: str, arms: list[str], seeds: list[int], steps: dict[str, int],
                   "|" + " --- |" * (len(KS) + 6)]
         for arm in arms:
             runs = curves[arm][view]  # one curve per seed
-            cells = [fmt([c[i] for c in runs]) for i in range(len(KS))]
+            cells = [fmt_seeds([c[i] for c in runs], 2) for i in range(len(KS))]
             means = [statistics.mean(c[i] for c in runs) for i in range(len(KS))]
             best = max(range(len(KS)), key=lambda i: means[i])
             ok = sum(non_decreasing(c) for c in runs)
@@ -176,12 +167,6 @@ def report(task: str, arms: list[str], seeds: list[int], steps: dict[str, int],
             lines.append(f"| BM3D | true sigma | | | {anchors[view]:.2f} |" + " |" * (len(KS) + 1))
         lines.append("")
     return "\n".join(lines)
-
-
-def fmt(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def main() -> None:
@@ -202,6 +187,7 @@ def main() -> None:
 
     from ablations import training_minutes
 
+    from enfold.checkpoint.load import load_energy_model
     from enfold.pipeline.progress import read_metrics
 
     t0 = time.time()
@@ -218,8 +204,9 @@ def main() -> None:
             ckpt = trained(args.task, arm, seed, arm_steps.get(arm, args.steps), args.out)
             minutes.setdefault(arm, []).append(training_minutes(
                 read_metrics(ckpt.parent / "metrics.jsonl"), base.data.batch_size))
+            model, cfg = load_energy_model(ckpt)  # once for every view
             for view, batch in data.items():
-                curve = psnr_by_k(ckpt, batch)
+                curve = psnr_by_k(model, cfg, batch)
                 curves.setdefault(arm, {}).setdefault(view, []).append(curve)
                 print(f"{args.task} {arm} seed {seed} {view}: "
                       + " ".join(f"{v:.2f}" for v in curve), flush=True)

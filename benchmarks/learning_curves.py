@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, finished_pretraining, machine, shown
+from common import ROOT, finished_pretraining, fmt_seeds, machine, shown
 from results_doc import write_section
 from ssl_gain import PRESETS
 from vs_mae import MODES as ARMS  # fine-tune, linear probe, kNN
@@ -103,13 +103,6 @@ def score_table(series: dict[str, list[dict]], more_labels: list[int]) -> list[s
             lines.append(f"| {name} | {r['steps']} | {r['epochs']:.2f} | {r['minutes']:.1f} | "
                          f"{cells} |")
     return lines
-
-
-def fmt_seeds(values: list[float]) -> str:
-    """``0.712`` for one seed, ``0.712 ± 0.004`` (sample std) for several."""
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def enfold_snapshots(budgets: list[int], horizon: int, out: Path, overrides: list[str]

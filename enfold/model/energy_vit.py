@@ -31,7 +31,7 @@ from enfold.errors import ConfigError
 from enfold.model.backbone import build_backbone
 from enfold.model.consistency import NoConsistency, build_consistency
 from enfold.model.heads import build_energy_head
-from enfold.model.losses import reconstruction_error
+from enfold.model.losses import NEEDS_SIGMA, pair_noise_level, reconstruction_error
 from enfold.model.peers import PEERS
 
 GRID_SHIFTS = (1, 4)  # one patch grid, or the four shifts of it by half a patch
@@ -81,9 +81,7 @@ class EnergyViT(nn.Module):
         self.in_chans = model_cfg.in_chans
         self.patch_size = model_cfg.patch_size
         self.grid_shifts = 1  # an inference setting (set_grid_shifts); training uses one grid
-        self.loss_kind = loss_cfg.kind if loss_cfg else "mse"
-        self.loss_region = loss_cfg.region if loss_cfg else "corrupted"
-        self.loss_reduction = loss_cfg.reduction if loss_cfg else "pooled"
+        self.loss_cfg = loss_cfg or LossConfig()
         self.margin_weight = loss_cfg.margin_weight if loss_cfg else 0.0
         self.margin = loss_cfg.margin if loss_cfg else 1.0
         self.step_weights = self._check_step_weights(loss_cfg.step_weights if loss_cfg else None)
@@ -164,10 +162,8 @@ class EnergyViT(nn.Module):
 
     def noise_level(self, corrupted: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         """Each image's noise sigma in pixels, read off a (normalised) noisy/clean pair:
-        ``(B, C, H, W) x 2 -> (B,)``. The noise is not clipped, so this is within about 2 %
-        for 32x32 colour crops."""
-        var = (corrupted - clean).detach().float().pow(2).mean((1, 2, 3))  # normalised units
-        return (var / self.noise_gain).sqrt()
+        ``(B, C, H, W) x 2 -> (B,)`` (see :func:`pair_noise_level`)."""
+        return pair_noise_level(corrupted, clean, self.noise_gain)
 
     def step_scale(self, sigma: torch.Tensor | float | None, x: torch.Tensor
                    ) -> torch.Tensor | float:
@@ -175,8 +171,7 @@ class EnergyViT(nn.Module):
         if not self.noise_level_input:
             return 1.0
         if sigma is None:
-            raise ValueError("this restorer was trained with model.noise_level_input: give the "
-                             "noise level sigma (pixel units in [0, 1], e.g. 0.1)")
+            raise ValueError(NEEDS_SIGMA)
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         return (sigma / self.noise_ref).pow(2).expand(x.shape[0]).view(-1, 1, 1, 1)
 
@@ -227,8 +222,7 @@ class EnergyViT(nn.Module):
     def reconstruction_error(self, restored: torch.Tensor, clean: torch.Tensor,
                              weight: torch.Tensor) -> torch.Tensor:
         """The training error of one restored batch (see :func:`reconstruction_error`)."""
-        return reconstruction_error(restored, clean, weight, LossConfig(
-            kind=self.loss_kind, region=self.loss_region, reduction=self.loss_reduction))
+        return reconstruction_error(restored, clean, weight, self.loss_cfg)
 
     def loss(self, corrupted: torch.Tensor, clean: torch.Tensor,
              weight: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

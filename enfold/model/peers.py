@@ -23,7 +23,7 @@ from torch import nn
 from enfold.config import LossConfig, ModelConfig
 from enfold.errors import ConfigError
 from enfold.model.backbone import build_backbone
-from enfold.model.losses import reconstruction_error
+from enfold.model.losses import NEEDS_SIGMA, pair_noise_level, reconstruction_error
 
 
 class DirectRestorer(nn.Module, abc.ABC):
@@ -47,16 +47,14 @@ class DirectRestorer(nn.Module, abc.ABC):
 
     def noise_level(self, corrupted: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         """Each image's noise sigma in pixels, read off a (normalised) noisy/clean pair."""
-        var = (corrupted - clean).detach().float().pow(2).mean((1, 2, 3))
-        return (var / self.noise_gain).sqrt()
+        return pair_noise_level(corrupted, clean, self.noise_gain)
 
     def with_noise_map(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """``x`` with the constant ``sigma / sigma_ref`` channel appended (noise-level peers)."""
         if not self.noise_level_input:
             return x
         if sigma is None:
-            raise ValueError("this restorer was trained with model.noise_level_input: give the "
-                             "noise level sigma (pixel units in [0, 1], e.g. 0.1)")
+            raise ValueError(NEEDS_SIGMA)
         level = torch.as_tensor(sigma, dtype=x.dtype, device=x.device) / self.noise_ref
         level = level.expand(x.shape[0]).view(-1, 1, 1, 1)
         return torch.cat([x, level.expand(-1, 1, *x.shape[2:])], dim=1)
