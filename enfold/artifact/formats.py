@@ -124,10 +124,9 @@ FORMATS = tuple(fmt.name for fmt in TABLE if fmt.sidecar)
 EXPORT_FORMATS = tuple(fmt.name for fmt in TABLE if fmt.exporter)
 # The runners, ``torch`` (the checkpoint itself) first.
 BACKENDS = ("torch", *(fmt.backend for fmt in TABLE if fmt.sidecar and fmt.backend))
-# format -> the suffix of its files, backend -> the format it runs, format -> its backend
-SUFFIX = {name: BY_NAME[name].suffix for name in FORMATS}
-BACKEND_FORMAT = {name: BY_BACKEND[name].name for name in BACKENDS if name != "torch"}
-FORMAT_BACKEND = {fmt: backend for backend, fmt in BACKEND_FORMAT.items()}
+# artifact format -> the backend that runs it
+FORMAT_BACKEND = {fmt.name: fmt.backend for fmt in TABLE
+                  if fmt.sidecar and fmt.backend and fmt.backend != "torch"}
 
 
 def resolve(ref: str) -> Any:
