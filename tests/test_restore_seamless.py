@@ -98,3 +98,25 @@ def test_restore_image_is_seamless_with_a_real_model(tmp_path):
     # pixels outside the holes are the input's own
     keep = sim.weight == 0
     assert torch.equal(sim.restored[keep.expand_as(img)], sim.degraded[keep.expand_as(img)])
+
+
+def test_default_stride_steps_off_the_patch_grid_unless_tiles_must_sit_on_it():
+    from enfold.runtime.blend import default_stride
+
+    assert default_stride(32, align=1, patch=4) == 22  # free tiles: ~70 %, off the grid
+    assert default_stride(32, align=2, patch=4) == 22  # sr x2: a multiple of the factor
+    assert default_stride(32, align=4, patch=4) == 16  # sr x4, shuffle: half a tile on it
+    assert default_stride(16, align=1, patch=4) == 11
+    assert default_stride(32) == 16  # no patch grid given: half a tile, as before
+    starts = tile_starts(100, 32, default_stride(32, 1, 4))
+    assert {s % 4 for s in starts} >= {0, 2}  # the tiles see the patch grid at two offsets
+
+
+def test_seam_ratio_at_the_tile_boundaries_of_a_stride():
+    clean = _smooth(64, 80)
+    out = clean.clone()
+    edges = [e for s in tile_starts(80, 32, 22) for e in (s, s + 31) if 0 < e < 79]
+    out[:, :, edges] += 0.1  # an error on exactly those columns: a seam at stride 22
+    out += 0.01 * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    assert seam_ratio(out, clean, 32, stride=22) > 10
+    assert seam_ratio(out, clean, 32, stride=16) < seam_ratio(out, clean, 32, stride=22) / 3

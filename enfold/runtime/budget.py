@@ -30,8 +30,8 @@ OPTION = {"max_pixels": "--max-pixels", "max_aspect": "--max-aspect", "max_tiles
 
 
 def tile_count(height: int, width: int, size: int) -> int:
-    """Model-sized tiles a restoration of a ``height`` x ``width`` image runs (half-tile
-    stride, :func:`enfold.runtime.blend.blend_tiles`)."""
+    """Model-sized tiles a restoration of a ``height`` x ``width`` image runs at most: at a
+    half-tile stride, the closest default of :func:`enfold.runtime.blend.blend_tiles`."""
     from enfold.runtime.blend import blend_tile_count
 
     return blend_tile_count(height, width, size)

@@ -25,7 +25,7 @@ import torch
 
 from enfold.corrupt.noise import estimate_sigma  # noqa: F401  (re-exported)
 from enfold.errors import EnfoldError
-from enfold.runtime.blend import TILE_BATCH, Progress, blend_tiles, pad_to
+from enfold.runtime.blend import TILE_BATCH, Progress, blend_tiles, default_stride, pad_to
 from enfold.runtime.images import tile, untile
 from enfold.runtime.session import InferenceSession
 
@@ -169,18 +169,37 @@ def _simulate(session: InferenceSession, img: torch.Tensor, task: str, seed: int
         parts = [corruption(t, sample_generator(seed, 0, i))[::2] for i, t in enumerate(tiles)]
         degraded, weight = (torch.stack(p) for p in zip(*parts, strict=True))
         return untile(degraded, layout), untile(weight, layout)
-    align = _align(session.metadata, task)
+    align = _grid(session.metadata, task)
     h, w = img.shape[-2:]
     padded = pad_to(img, -(-h // align) * align, -(-w // align) * align)
     degraded, _, weight = corruption(padded, sample_generator(seed, 0, 0))
     return degraded[:, :h, :w], weight[:, :h, :w]
 
 
-def _align(meta: Sidecar, task: str) -> int:
-    """Tile corners and corruption grids fall on multiples of this: the patch size, and for
+def _grid(meta: Sidecar, task: str) -> int:
+    """A simulated corruption's grid falls on multiples of this: the patch size, and for
     ``sr`` also the factor."""
     align = meta.patch_size or 1
     return int(np.lcm(align, sr_factor(meta))) if task == "sr" else align
+
+
+def tile_stride(session: InferenceSession, task: str, stride: int | None = None) -> int:
+    """The pixels between tile corners :func:`restore_image` uses for ``task``: ``stride``, or
+    the default for the task's tile alignment and the model's patch size
+    (:func:`enfold.runtime.blend.default_stride`)."""
+    meta = session.metadata
+    return stride or default_stride(session.img_size, _tile_align(meta, task),
+                                    meta.patch_size or 1)
+
+
+def _tile_align(meta: Sidecar, task: str) -> int:
+    """Tile corners fall on multiples of this: the factor for ``sr`` (the enlarged input's
+    phase must be the one trained on), the patch size for ``shuffle`` (its input is moved
+    whole patches), else any pixel, so that overlapping tiles see the patch grid at different
+    offsets (:func:`enfold.runtime.blend.default_stride`)."""
+    if task == "sr":
+        return sr_factor(meta)
+    return (meta.patch_size or 1) if task == "shuffle" else 1
 
 
 def _prepare(session: InferenceSession, img: torch.Tensor, task: str, scale: int | None,
@@ -293,8 +312,8 @@ def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None
         return torch.as_tensor(restore(tiles[:, :chans].contiguous(), **extra))
 
     stack = torch.cat([x, weight]) if feed_mask else x
-    out = blend_tiles(stack, session.img_size, run_tiles, stride, _align(meta, task), batch,
-                      progress)
+    out = blend_tiles(stack, session.img_size, run_tiles, tile_stride(session, task, stride),
+                      _tile_align(meta, task), batch, progress)
     if keep_known and weight is not None:
         out = weight * out + (1 - weight) * x
     return Restoration(degraded=x, restored=out.clamp(0, 1), clean=clean, weight=weight,
