@@ -11,7 +11,9 @@ at the same relative path under ``--root`` as the shipped one does in the reposi
 fine-tune records the same ``--pretrained`` path. A run under ``--root`` that already reached its
 ``train.max_steps`` with the same resolved config is read back, not retrained; an unfinished one
 is resumed by the same command; one of another config (another seed) is an error, never
-overwritten. ``--seed N`` adds ``--set train.seed=N`` to every command.
+overwritten. ``--seed N`` adds ``--set train.seed=N`` to every command and puts its runs and
+scratch zoo in ``--root``/seed<N> instead, so the same-seed and other-seed retrains sit side by
+side in one root.
 
 Then ``build_zoo.build`` exports, validates and measures the retrained runs into a scratch zoo
 (``--root``/zoo; the package's zoo and the README are not touched) exactly as the shipped zoo was
@@ -332,11 +334,18 @@ def seed_of(spec: ModelSpec, seed: int | None) -> dict[str, Any]:
     return {"seed": own, "seed_from": "the config's: same seed"}
 
 
+def seed_root(root: Path, seed: int | None) -> Path:
+    """Where the runs of ``seed`` go: ``root`` itself for the configs' own seeds (the
+    repository's layout), ``root``/seed<N> for ``--seed N``, so one root holds both."""
+    return root if seed is None else root / f"seed{seed}"
+
+
 def retrain(specs: list[ModelSpec], root: Path, seed: int | None = None,
             zoo: Path | None = None, shipped_runs: Path | None = ROOT, log=print,
             runner=run_command) -> list[dict[str, Any]]:
-    """Retrain ``specs`` under ``root``, build them into ``root``/zoo and compare each with
-    the model of that name in ``zoo`` (default: the package's): one row per model."""
+    """Retrain ``specs`` under ``root`` (``root``/seed<N> with a ``seed``), build them into
+    a scratch zoo there and compare each with the model of that name in ``zoo`` (default: the
+    package's): one row per model."""
     from enfold.zoo.registry import SHIPPED_ZOO
 
     models = shipped_models(specs, zoo or SHIPPED_ZOO)
@@ -346,8 +355,9 @@ def retrain(specs: list[ModelSpec], root: Path, seed: int | None = None,
                               "run path relative to the repository")
         for text in spec.train:
             parse_command(text, seed)
-    runs = train_runs(specs, root, seed, runner)
-    doc, skipped = build_zoo.build(specs, root / ZOO, runs_root=root, readme=None,
+    work = seed_root(root, seed)
+    runs = train_runs(specs, work, seed, runner)
+    doc, skipped = build_zoo.build(specs, work / ZOO, runs_root=work, readme=None,
                                    merge=False, budget_mb=math.inf, log=log)
     entries = {e["name"]: e for e in doc["models"]}
     rows = []
@@ -356,7 +366,7 @@ def retrain(specs: list[ModelSpec], root: Path, seed: int | None = None,
         seconds = [runs[o]["seconds"] for o in outs]
         minutes = None if None in seconds else sum(seconds) / 60
         read_back = any(runs[o]["read_back"] for o in outs)
-        match = checkpoint_match(spec, root, models[spec.name].entry["checkpoint_sha256"],
+        match = checkpoint_match(spec, work, models[spec.name].entry["checkpoint_sha256"],
                                  shipped_runs)
         rows.append(compare(spec, models[spec.name], entries.get(spec.name),
                             skipped.get(spec.name), match, minutes, read_back,
@@ -417,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help=f"comma-separated models to retrain (default all: {names})")
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT,
                    help="where the retrained runs, the scratch zoo and the JSON go "
-                   "(default runs/retrain)")
+                   "(default runs/retrain; with --seed N the runs and zoo in ROOT/seedN)")
     p.add_argument("--seed", type=int, default=None,
                    help="train with this seed (--set train.seed=N) to measure seed-to-seed "
                    "variation; default: each config's own seed, as shipped")

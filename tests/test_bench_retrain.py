@@ -99,7 +99,9 @@ def test_a_seed_run_records_its_seed(shipped, tmp_path):
     assert row["seed"] == 1 and "seed-to-seed" in row["seed_from"]
     from enfold.checkpoint.store import load_checkpoint
 
-    assert load_checkpoint(root / RUN / "checkpoint-last.pt")["config"]["train"]["seed"] == 1
+    ckpt = root / "seed1" / RUN / "checkpoint-last.pt"  # beside the same-seed runs, not over
+    assert load_checkpoint(ckpt)["config"]["train"]["seed"] == 1
+    assert not (root / RUN).exists()
     assert not row["checkpoint"]["identical"] and row["checkpoint"]["weights_identical"] is False
 
 
