@@ -55,6 +55,18 @@ def tensor_names(meta: Sidecar) -> tuple[str, str]:
     return inp, out
 
 
+def extra_inputs(meta: Sidecar) -> list[str]:
+    """The restorer's inputs besides the images (``sigma``, ``mask``), in the graph's order;
+    none for the other targets (a checkpoint's sidecar lists them for all of its targets)."""
+    return list(meta.restorer_inputs or ()) if meta.target == "restorer" else []
+
+
+def extra_input_dims(name: str, meta: Sidecar) -> list[int]:
+    """Per-image shape of a restorer's other input, without the batch axis: ``[]`` for sigma
+    (one noise level per image), ``[1, S, S]`` for the hole mask."""
+    return [] if name == "sigma" else [1, meta.img_size, meta.img_size]
+
+
 def output_dims(meta: Sidecar, artifact: Path | None = None) -> list[int]:
     """Per-image output shape, without the batch axis (``[]`` for one number per image).
 
@@ -109,14 +121,19 @@ def onnx_io(path: Path) -> tuple[tuple[str, list[int]], tuple[str, list[int]]]:
 
 def model_config(meta: Sidecar, out_dims: list[int], batch: tuple[int, int, int],
                  fmt: str | None = None, queue_delay_us: int = 5000,
-                 name: str | None = None) -> dict[str, Any]:
+                 name: str | None = None, optional: tuple[str, ...] = ()) -> dict[str, Any]:
     """The model's Triton ``ModelConfig`` as JSON (field names as in ``model_config.proto``).
 
     ``batch`` is ``(min, preferred, max)``: ``max`` becomes ``max_batch_size`` and ``preferred``
     the dynamic batcher's preferred size. An artifact fixed to one batch size (a traced
     TorchScript restorer, ``fixed_batch``) gets ``max_batch_size: 0`` and its full shape instead.
     An output of one number per image is declared ``[1]`` and reshaped to the model's ``[]``,
-    Triton's way of stating a scalar per batch row.
+    Triton's way of stating a scalar per batch row; so is a restorer's ``sigma`` input (the
+    graph takes ``(B,)``, clients send ``[B, 1]``). A restorer's other inputs
+    (:func:`extra_inputs`) follow the images in the graph's order, each named as the graph
+    names it (positionally for TorchScript: ``sigma__1``). ``optional``: inputs the server
+    fills in itself when a request leaves them out (``enfold serve`` estimates sigma), marked
+    ``optional: true``; a Triton entry has none.
     """
     fmt = fmt or meta.format
     lo, opt, hi = batch
@@ -141,6 +158,20 @@ def model_config(meta: Sidecar, out_dims: list[int], batch: tuple[int, int, int]
                               f"from 1 to max_batch_size: export with --batch 1:{opt}:{hi}")
         config["max_batch_size"] = int(hi)
     config["input"] = [{"name": in_name, "data_type": "TYPE_FP32", "dims": in_dims}]
+    positional = triton.positional_names
+    for index, extra in enumerate(extra_inputs(meta), start=1):
+        dims = extra_input_dims(extra, meta)
+        spec: dict[str, Any] = {"name": f"{extra}__{index}" if positional else extra,
+                                "data_type": "TYPE_FP32"}
+        if fixed:
+            spec["dims"] = [int(fixed), *dims]
+        elif dims:
+            spec["dims"] = dims
+        else:  # one value per image: [1] for Triton, the graph's own (B,) after the reshape
+            spec.update(dims=[1], reshape={"shape": []})
+        if extra in optional:
+            spec["optional"] = True
+        config["input"].append(spec)
     config["output"] = [output]
     if not fixed:
         config["dynamic_batching"] = {"preferred_batch_size": [int(opt)],
@@ -206,8 +237,9 @@ def _message(fields: dict[str, Any], indent: int) -> list[str]:
                     lines.extend(_message(item, indent + 2))
                     lines.append(f"{pad}  }}" + ("," if i < len(value) - 1 else ""))
                 lines.append(f"{pad}]")
-            elif value:
-                lines.append(f"{pad}{key}: [ {', '.join(_scalar(key, v) for v in value)} ]")
+            else:  # an empty list stays visible: reshape { shape: [ ] } is a scalar per row
+                lines.append(f"{pad}{key}: [ {', '.join(_scalar(key, v) for v in value)} ]"
+                             .replace("[  ]", "[ ]"))
         else:
             lines.append(f"{pad}{key}: {_scalar(key, value)}")
     return lines
@@ -239,10 +271,6 @@ def write_triton_entry(artifact: str | Path, repo: str | Path,
     if fmt not in TRITON:
         raise EnfoldError(f"{artifact} is a {fmt} artifact; a Triton repository takes "
                           f"{', '.join(TRITON)} exports")
-    if meta.restorer_inputs:
-        raise EnfoldError(f"{artifact} takes {', '.join(meta.restorer_inputs)} besides the "
-                          "images, which enfold's Triton entries do not describe yet; serve it "
-                          "with enfold serve (/v1/restore), or drop --triton-repo")
     config = model_config(meta, output_dims(meta, artifact), batch_range(meta, batch), fmt,
                           queue_delay_us)
     entry = Path(repo) / config["name"]

@@ -14,9 +14,12 @@ Each served target is one model, named and shaped exactly as the Triton reposito
 :func:`enfold.export.triton_repo.model_config`): the input is the artifact's own, images
 normalised with the ``mean`` and ``std`` in the config's parameters, and the output is the
 artifact's raw output (logits, features, energy, the restored image in the normalised space).
-So one client works against ``enfold serve`` and against Triton alike. Requests are batched by
-a :class:`MicroBatcher` per model. A malformed request gets ``{"error": "..."}`` and a 400
-(404 for an unknown model), never a 500.
+A restorer's second input (``sigma``, ``mask``: ``restorer_inputs``) is listed after the images
+as the Triton entry lists it, and travels with the images through the batcher (one plane per
+row, :meth:`OipModel.pack`); a request without sigma gets each image's estimated noise level, as
+``/v1/restore`` does. So one client works against ``enfold serve`` and against Triton alike.
+Requests are batched by a :class:`MicroBatcher` per model. A malformed request gets
+``{"error": "..."}`` and a 400 (404 for an unknown model), never a 500.
 
 Bounded work per request: a JSON body is scanned for its nesting depth and element count before
 it is parsed (:mod:`enfold.runtime.json_limits`; the limits fit the model's largest batch), and
@@ -38,7 +41,13 @@ import numpy as np
 import torch
 
 from enfold.errors import EnfoldError, LimitError
-from enfold.export.triton_repo import entry_name, model_config, output_dims
+from enfold.export.triton_repo import (
+    entry_name,
+    extra_input_dims,
+    extra_inputs,
+    model_config,
+    output_dims,
+)
 from enfold.runtime.batching import MicroBatcher
 from enfold.runtime.json_limits import JsonLimits
 from enfold.runtime.outputs import NonFiniteOutputError, check_finite, strict_json
@@ -52,6 +61,10 @@ HEADER_LENGTH = "inference-header-content-length"  # binary tensor extension
 # Triton's names for the data types; enfold models take and give FP32 only.
 DATATYPE = "FP32"
 TRITON_DATATYPE = {"TYPE_FP32": "FP32"}
+# A restorer's noise level, pixel units: the open interval /v1/restore and the CLI accept, and
+# the clamp an estimated one gets (as enfold.runtime.restore.restore_image does).
+SIGMA_RANGE = (0.0, 1.0)
+SIGMA_CLAMP = (1e-4, 0.999)
 # Pixels (before normalisation) an input may hold: images lie in [0, 1]; a restorer's input is a
 # corrupted image, and Gaussian noise is added unclamped (enfold/corrupt/noise.py), so it may
 # stray outside by several sigma. Tolerance: float32 rounding of the client's normalisation.
@@ -85,6 +98,8 @@ class OipModel:
     json_limits: JsonLimits = JsonLimits()
     mean: tuple[float, ...] = ()  # the input's normalisation, per channel
     std: tuple[float, ...] = ()
+    # a restorer's inputs besides the images ("sigma", "mask"), as config["input"][1:]
+    extras: tuple[str, ...] = ()
 
     @property
     def pixel_range(self) -> tuple[float, float]:
@@ -106,25 +121,65 @@ class OipModel:
 
     def shape(self, kind: str) -> list[int]:
         """Full shape with the batch axis (-1) when the model batches."""
-        dims = list(self.tensor(kind)["dims"])
+        return self.shape_of(self.tensor(kind))
+
+    def shape_of(self, spec: dict[str, Any]) -> list[int]:
+        """The full shape of the tensor ``spec`` (a config input or output) as clients send
+        and receive it: its ``dims``, after a batch axis (-1) when the model batches."""
+        dims = list(spec["dims"])
         return [-1, *dims] if self.max_batch > 0 else dims
 
+    def kind_of(self, name: str) -> str:
+        """``"images"``, ``"sigma"`` or ``"mask"``: what the input called ``name`` holds."""
+        names = [spec["name"] for spec in self.config["input"]]
+        return ("images", *self.extras)[names.index(name)]
+
     def metadata(self) -> dict[str, Any]:
-        def describe(kind: str) -> dict[str, Any]:
-            t = self.tensor(kind)
-            return {"name": t["name"], "datatype": TRITON_DATATYPE[t["data_type"]],
-                    "shape": self.shape(kind)}
+        def describe(spec: dict[str, Any]) -> dict[str, Any]:
+            return {"name": spec["name"], "datatype": TRITON_DATATYPE[spec["data_type"]],
+                    "shape": self.shape_of(spec)}
 
         return {"name": self.name, "versions": [VERSION], "platform": self.config["platform"],
-                "inputs": [describe("input")], "outputs": [describe("output")]}
+                "inputs": [describe(spec) for spec in self.config["input"]],
+                "outputs": [describe(self.tensor("output"))]}
+
+    def pack(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
+        """The images and the restorer's other inputs as one ``(B, C + len(extras), H, W)``
+        array, the micro-batcher's rows: each extra input one plane (sigma repeated over it)."""
+        x = tensors["images"]
+        if not self.extras:
+            return x
+        planes = [x]
+        for kind in self.extras:
+            value = tensors[kind]
+            plane = (x.shape[0], 1, *x.shape[2:])
+            planes.append(value if kind == "mask" else
+                          np.broadcast_to(value.reshape(-1, 1, 1, 1), plane))
+        return np.ascontiguousarray(np.concatenate(planes, axis=1), dtype=np.float32)
+
+    def unpack(self, rows: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """:meth:`pack` undone: the images and the extra inputs in the graph's order."""
+        return unpack(rows, self.extras)
+
+
+def unpack(rows: np.ndarray, extras: tuple[str, ...]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """:meth:`OipModel.pack`'s rows as the images and the ``extras`` in the graph's order:
+    the mask ``(B, 1, H, W)``, sigma ``(B,)``."""
+    chans = rows.shape[1] - len(extras)
+    x = np.ascontiguousarray(rows[:, :chans])
+    given = [np.ascontiguousarray(rows[:, chans + i:chans + i + 1] if kind == "mask"
+                                  else rows[:, chans + i, 0, 0])
+             for i, kind in enumerate(extras)]
+    return x, given
 
 
 def json_limits_for(in_shape: list[int], max_batch: int, max_depth: int = MAX_JSON_DEPTH,
-                    max_elements: int | None = None) -> JsonLimits:
-    """JSON limits for a model taking ``in_shape`` (one image, no batch axis), ``max_batch``
+                    max_elements: int | None = None, extra_values: int = 0) -> JsonLimits:
+    """JSON limits for a model taking ``in_shape`` (one image, no batch axis) and
+    ``extra_values`` more numbers per image (a restorer's sigma and mask), ``max_batch``
     images at most: by default its largest batch of values and :data:`JSON_SLACK` more; arrays
     and objects at most one per row of the nested form (``numbers / width``) plus the slack."""
-    values = max(1, max_batch) * math.prod(in_shape)
+    values = max(1, max_batch) * (math.prod(in_shape) + extra_values)
     elements = max_elements if max_elements is not None else 2 * values + JSON_SLACK
     width = in_shape[-1] if in_shape else 1
     containers = max(1, min(elements, elements // max(1, width) + JSON_SLACK))
@@ -151,11 +206,16 @@ def build_models(session: InferenceSession, max_batch: int, max_wait_ms: float,
         name = entry_name(meta)
         if prefix is not None:
             name = prefix if len(session.targets) == 1 else f"{prefix}-{name}"
+        extras = tuple(extra_inputs(meta))
+        # sigma may be left out of a request: the server estimates it, as /v1/restore does
         config = model_config(meta, dims, (1, max_batch, max_batch), fmt,
-                              queue_delay_us=int(max_wait_ms * 1000), name=name)
+                              queue_delay_us=int(max_wait_ms * 1000), name=name,
+                              optional=tuple(e for e in extras if e == "sigma"))
 
-        def run(x: torch.Tensor, target: str = target) -> torch.Tensor:
-            return torch.from_numpy(_run(session, target, x.numpy()))
+        def run(rows: torch.Tensor, target: str = target, extras: tuple[str, ...] = extras
+                ) -> torch.Tensor:
+            x, given = unpack(rows.numpy(), extras)
+            return torch.from_numpy(_run(session, target, x, given))
 
         def check(rows: torch.Tensor, name: str = name) -> None:
             check_finite(rows, name)
@@ -163,27 +223,32 @@ def build_models(session: InferenceSession, max_batch: int, max_wait_ms: float,
         in_shape = list(config["input"][0]["dims"])
         if int(config["max_batch_size"]) == 0:  # a fixed batch: its rows are in the dims
             in_shape = in_shape[1:]
+        extra_values = sum(math.prod(extra_input_dims(e, meta)) for e in extras)
         models[name] = OipModel(
             name, target, config,
             MicroBatcher(run, max_batch, max_wait_ms, name=f"v2/{name}", check=check),
-            json_limits_for(in_shape, max_batch, max_json_depth, max_json_elements),
+            json_limits_for(in_shape, max_batch, max_json_depth, max_json_elements,
+                            extra_values),
             *(tuple(float(v) for v in values[: session.in_chans])
-              for values in (session.metadata.mean, session.metadata.std)))
+              for values in (session.metadata.mean, session.metadata.std)),
+            extras=extras)
     return models
 
 
-def _run(session: InferenceSession, target: str, x: np.ndarray) -> np.ndarray:
+def _run(session: InferenceSession, target: str, x: np.ndarray,
+         extras: list[np.ndarray] | None = None) -> np.ndarray:
     # The artifact's own input space: the session's runner and batch-size handling, without the
     # pixel normalisation its classify/restore/energy methods add (clients normalise).
-    return session._run(target, np.ascontiguousarray(x, dtype=np.float32))
+    return session._run(target, np.ascontiguousarray(x, dtype=np.float32), extras)
 
 
 # ----------------------------------------------------------------------------- requests
 
 
 def parse_request(model: OipModel, body: bytes, header_length: str | None
-                  ) -> tuple[dict[str, Any], np.ndarray, bool]:
-    """``(request JSON, input array, whether the output goes back binary)``, or ProtocolError."""
+                  ) -> tuple[dict[str, Any], dict[str, np.ndarray], bool]:
+    """``(request JSON, input arrays by kind, whether the output goes back binary)``, or a
+    ProtocolError. The kinds: ``images``, and a restorer's ``sigma`` (``(B,)``) and ``mask``."""
     binary = b""
     if header_length is not None:
         try:
@@ -205,38 +270,131 @@ def parse_request(model: OipModel, body: bytes, header_length: str | None
         raise ProtocolError(f"the request is not valid JSON: {exc}") from None
     if not isinstance(request, dict):
         raise ProtocolError("the request must be a JSON object with an 'inputs' list")
-    inputs = request.get("inputs")
-    spec = model.tensor("input")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise ProtocolError(f"'inputs' must list exactly one tensor, {spec['name']!r}")
-    tensor = inputs[0]
-    if tensor.get("name") != spec["name"]:
-        raise ProtocolError(f"unknown input {tensor.get('name')!r}: model {model.name!r} takes "
-                            f"{spec['name']!r}")
+    tensors = _read_inputs(model, request.get("inputs"), binary)
+    return request, tensors, _binary_output(model, request)
+
+
+def _read_inputs(model: OipModel, inputs: Any, binary: bytes) -> dict[str, np.ndarray]:
+    """The request's tensors by kind (``images``, ``sigma`` as ``(B,)``, ``mask``), each
+    checked against its config entry; binary tensors take the body's bytes in request order."""
+    specs = {spec["name"]: spec for spec in model.config["input"]}
+    takes = ", ".join(repr(name) + (" (optional)" if spec.get("optional") else "")
+                      for name, spec in specs.items())
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, dict) for t in inputs):
+        count = "exactly one tensor" if len(specs) == 1 else "its input tensors"
+        raise ProtocolError(f"'inputs' must list {count}: {takes}")
+    seen: set[str] = set()
+    for tensor in inputs:
+        name = tensor.get("name")
+        if name not in specs:
+            raise ProtocolError(f"unknown input {name!r}: model {model.name!r} takes {takes}")
+        if name in seen:
+            raise ProtocolError(f"input {name!r} is given twice")
+        seen.add(name)
+    missing = [name for name, spec in specs.items()
+               if name not in seen and not spec.get("optional")]
+    if missing:
+        what = {"images": "the normalised images", "sigma": "the noise level per image",
+                "mask": "the hole mask, 1 in the holes and 0 elsewhere"}
+        raise ProtocolError("missing input " + "; ".join(
+            f"{name!r} ({what[model.kind_of(name)]}, {model.shape_of(specs[name])})"
+            for name in missing) + f": model {model.name!r} takes {takes}")
+    tensors: dict[str, np.ndarray] = {}
+    offset = 0
+    batch = None
+    for tensor in inputs:
+        spec = specs[tensor["name"]]
+        kind = model.kind_of(spec["name"])
+        x, offset = _read_tensor(model, tensor, spec, binary, offset)
+        if model.max_batch > 0:
+            if batch is not None and x.shape[0] != batch:
+                raise ProtocolError(f"input {spec['name']!r} has {x.shape[0]} rows but the "
+                                    f"request's other inputs {batch}: one row per image")
+            batch = x.shape[0]
+        tensors[kind] = x
+    if offset != len(binary):
+        raise ProtocolError("the body holds binary data but no input declares binary_data_size"
+                            if offset == 0 else
+                            f"the inputs declare {offset} bytes of binary data; the body holds "
+                            f"{len(binary)}")
+    check_range(model, tensors["images"])
+    if "sigma" in tensors:
+        tensors["sigma"] = check_sigma(model, tensors["sigma"])
+    if "mask" in tensors:
+        mask = tensors["mask"]
+        if mask.min() < 0 or mask.max() > 1:
+            raise ProtocolError(f"input {_name_of(model, 'mask')!r} is the hole mask, 1 in the "
+                                f"holes and 0 elsewhere; it holds values from {mask.min():.4g} "
+                                f"to {mask.max():.4g}")
+    return {kind: np.ascontiguousarray(x, dtype=np.float32) for kind, x in tensors.items()}
+
+
+def _name_of(model: OipModel, kind: str) -> str:
+    return model.config["input"][("images", *model.extras).index(kind)]["name"]
+
+
+def _read_tensor(model: OipModel, tensor: dict[str, Any], spec: dict[str, Any], binary: bytes,
+                 offset: int) -> tuple[np.ndarray, int]:
+    """One input's values (JSON ``data`` or the binary bytes from ``offset``), and the offset
+    of the next binary tensor."""
+    name = spec["name"]
     if tensor.get("datatype") != DATATYPE:
-        raise ProtocolError(f"input {spec['name']!r} has datatype {tensor.get('datatype')!r}; "
+        raise ProtocolError(f"input {name!r} has datatype {tensor.get('datatype')!r}; "
                             f"this model takes {DATATYPE}")
-    shape = check_shape(model, tensor.get("shape"))
+    shape = check_shape(model, tensor.get("shape"), spec)
     count = math.prod(shape)
     params = tensor.get("parameters") or {}
     if not isinstance(params, dict):
         raise ProtocolError("input 'parameters' must be an object")
     if "binary_data_size" in params:
         size = params["binary_data_size"]
-        if not isinstance(size, int) or size != count * 4 or len(binary) != size:
-            raise ProtocolError(f"input {spec['name']!r} of shape {shape} needs {count * 4} "
+        left = len(binary) - offset
+        if not isinstance(size, int) or size != count * 4 or left < size:
+            raise ProtocolError(f"input {name!r} of shape {shape} needs {count * 4} "
                                 f"bytes of FP32 binary data; binary_data_size is {size!r} and "
-                                f"the body holds {len(binary)}")
-        x = np.frombuffer(binary, dtype="<f4").reshape(shape)
+                                f"the body holds {left} more")
+        x = np.frombuffer(binary, dtype="<f4", count=count, offset=offset).reshape(shape)
+        offset += size
     else:
-        if binary:
-            raise ProtocolError("the body holds binary data but no input declares "
-                                "binary_data_size")
-        x = _json_array(tensor.get("data"), spec["name"], shape, count)
+        x = _json_array(tensor.get("data"), name, shape, count)
     if not np.isfinite(x).all():
-        raise ProtocolError(f"input {spec['name']!r} holds NaN or infinite values")
-    check_range(model, x)
-    return request, np.ascontiguousarray(x, dtype=np.float32), _binary_output(model, request)
+        raise ProtocolError(f"input {name!r} holds NaN or infinite values")
+    return x, offset
+
+
+def check_sigma(model: OipModel, sigma: np.ndarray) -> np.ndarray:
+    """A request's noise levels as ``(B,)``, or a ProtocolError unless each lies in
+    :data:`SIGMA_RANGE` (pixel units, as ``/v1/restore`` and ``enfold restore --sigma``)."""
+    sigma = sigma.reshape(-1)
+    lo, hi = SIGMA_RANGE
+    if not ((sigma > lo) & (sigma < hi)).all():
+        bad = float(sigma[~((sigma > lo) & (sigma < hi))][0])
+        raise ProtocolError(f"input {_name_of(model, 'sigma')!r} is the noise level in pixel "
+                            f"units, in ({lo:g}, {hi:g}) (e.g. 0.05 for 13 of 255), got {bad:g}")
+    return sigma
+
+
+def estimate_sigmas(model: OipModel, x: np.ndarray) -> np.ndarray:
+    """Each normalised image's noise level (pixel units), estimated from its pixels as
+    ``session.restore`` and ``/v1/restore`` do when not told, clamped as ``/v1`` does."""
+    from enfold.corrupt.noise import estimate_sigma
+
+    mean = np.asarray(model.mean, np.float32).reshape(-1, 1, 1)
+    std = np.asarray(model.std, np.float32).reshape(-1, 1, 1)
+    found = [estimate_sigma(img * std + mean) for img in x]
+    return np.clip(np.asarray(found, np.float32), *SIGMA_CLAMP).astype(np.float32)
+
+
+def model_input(model: OipModel, tensors: dict[str, np.ndarray]
+                ) -> tuple[np.ndarray, str | None]:
+    """The micro-batcher's rows for a parsed request (:meth:`OipModel.pack`) and where sigma
+    came from (``"given"``, ``"estimated"``; None for a model without it)."""
+    source = None
+    if "sigma" in model.extras:
+        source = "given" if "sigma" in tensors else "estimated"
+        if source == "estimated":
+            tensors = {**tensors, "sigma": estimate_sigmas(model, tensors["images"])}
+    return model.pack(tensors), source
 
 
 def check_range(model: OipModel, x: np.ndarray) -> None:
@@ -263,16 +421,20 @@ def check_range(model: OipModel, x: np.ndarray) -> None:
         f"values from {low[c]:.4g} to {high[c]:.4g}")
 
 
-def check_shape(model: OipModel, shape: Any) -> list[int]:
-    """The request's shape if the model accepts it (batch 1 to ``max_batch_size``)."""
-    want = model.shape("input")
+def check_shape(model: OipModel, shape: Any, spec: dict[str, Any] | None = None) -> list[int]:
+    """The request's shape if the model accepts it for the input ``spec`` (default the images):
+    batch 1 to ``max_batch_size``."""
+    spec = spec or model.tensor("input")
+    want = model.shape_of(spec)
     if (not isinstance(shape, list) or len(shape) != len(want)
             or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
             or any(w != -1 and d != w for d, w in zip(shape, want, strict=True))
             or (want[0] == -1 and not 1 <= shape[0] <= model.max_batch)):
         limit = f" with 1 <= batch <= {model.max_batch}" if model.max_batch > 0 else ""
-        raise ProtocolError(f"input shape {shape!r} does not fit model {model.name!r}: it takes "
-                            f"{want}{limit}")
+        hint = (" (one noise level per image)" if spec is not model.tensor("input")
+                and model.kind_of(spec["name"]) == "sigma" else "")
+        raise ProtocolError(f"input {spec['name']!r} shape {shape!r} does not fit model "
+                            f"{model.name!r}: it takes {want}{limit}{hint}")
     return shape
 
 
@@ -435,9 +597,10 @@ class OipEndpoints:
         model = self.find(name, model_version)
         body = await read_body(request)
         async with self.slots:
-            parsed, x, binary = await asyncio.to_thread(
+            parsed, tensors, binary = await asyncio.to_thread(
                 parse_request, model, body, request.headers.get(HEADER_LENGTH))
-        del body  # not cached on the request (as Request.body() would): freed while it runs
+            x, sigma_source = await asyncio.to_thread(model_input, model, tensors)
+        del body, tensors  # not cached on the request (as Request.body() would): freed early
         try:
             out = await model.batcher.submit(torch.from_numpy(x))
             content, headers = await asyncio.to_thread(encode_response, model, parsed,
@@ -447,6 +610,8 @@ class OipEndpoints:
         except Exception as exc:  # the model failed on a well-formed request: a server error
             return self.error(f"model {name!r} failed: {type(exc).__name__}: {exc}", 500)
         headers["X-Batch-Size"] = str(out.batch_size)
+        if sigma_source is not None:  # as /v1/restore: given by the client or estimated
+            headers["X-Sigma-Source"] = sigma_source
         return Response(content, headers=headers)
 
     async def repository_index(self) -> list[dict[str, str]]:
