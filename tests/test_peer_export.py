@@ -114,3 +114,21 @@ def test_an_energy_restorer_records_its_kind(tmp_path):
                  [*NOISE_LEVEL, "train.max_steps=1"])
     meta = torch_target(ckpt, "restorer").metadata
     assert meta["restorer"] == "energy" and len(meta["step_sizes"]) == meta["steps"]
+
+
+def test_the_descent_benchmark_times_an_exported_peer(peers, tmp_path):
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from descent import timing_report
+    from onnx_timing import time_restorer
+
+    timing = time_restorer(peers["dncnn"]["ckpt"], tmp_path / "onnx", batch=4, threads=1,
+                           warmup=1, repeats=3)
+    assert timing.restorer == "dncnn" and timing.steps == 1 and timing.img_size == 8
+    assert timing.max_abs_error <= 1e-4 and timing.nodes > 0
+    assert 0 < timing.ms_spread[0] <= timing.ms_per_image <= timing.ms_spread[1]
+    text = timing_report("noise", 0, {"dncnn": timing}, 4, 1, 3, 1.0)
+    assert "| dncnn | dncnn | 1 |" in text and "ms per image (ONNX Runtime, 1 thread)" in text
