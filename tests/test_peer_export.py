@@ -59,6 +59,12 @@ def test_a_peer_exports_its_one_pass_with_the_energy_restorers_inputs(peers, pee
     assert f"learned peer `{peer}`" in open(card).read()
 
 
+def test_enfold_validate_passes_on_an_exported_peer(peers):
+    proc = run_cli("validate", peers["direct_vit"]["onnx"]["artifact"], "--checkpoint",
+                   peers["direct_vit"]["ckpt"], "--batches", "1,4")
+    assert proc.returncode == 0 and "passed: True" in proc.stdout
+
+
 @pytest.mark.parametrize("peer", PEERS)
 def test_the_runtime_runs_the_exported_peer_as_pytorch_does(peers, peer):
     from enfold.checkpoint.load import load_energy_model
