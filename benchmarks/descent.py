@@ -20,6 +20,13 @@ restore-<task>.yaml``) with ``--steps`` optimizer steps, trained here or read ba
 held-out crops (photos never trained on) at K = 1..8 (steps beyond the trained K reuse the
 last step size); the noise task at fixed noise levels (unclipped, as it trains), the restorer
 told the true sigma. Writes the table into docs/RESULTS.md (section ``descent-<task>``).
+
+    python benchmarks/descent.py --task noise --arms ref direct_vit dncnn --time-onnx \
+        --out /path/to/runs/descent
+
+``--time-onnx`` scores nothing and trains nothing: it exports the first seed's finished run of
+each arm to ONNX (the trained K; validated against PyTorch) and times it per image on ONNX
+Runtime's CPU provider, the same threads for each (section ``descent-<task>-timing``).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from pathlib import Path
 
 import torch
 from common import ROOT, finished_pretraining, fmt_seeds, machine, shown
+from onnx_timing import Timing, time_restorer
 from restoration_runs import held_out
 from results_doc import write_section
 
@@ -47,6 +55,7 @@ ARMS: dict[str, list[str]] = {
 }
 KS = range(1, 9)
 NOISE_SIGMAS = (0.05, 0.1, 0.2)
+TIMING_WARMUP = 3  # untimed ONNX Runtime runs before the timed ones (--time-onnx)
 
 
 def arm_config(task: str, arm: str, seed: int, steps: int):
@@ -169,6 +178,54 @@ def report(task: str, arms: list[str], seeds: list[int], steps: dict[str, int],
     return "\n".join(lines)
 
 
+def timing_report(task: str, seed: int, timings: dict[str, Timing], batch: int,
+                  threads: int, repeats: int, took: float) -> str:
+    """The timing section: each arm's exported restorer, its size and time per image."""
+    command = "python benchmarks/descent.py " + " ".join(sys.argv[1:])
+    plural = f"{threads} thread" + ("s" if threads > 1 else "")
+    tiles = " and ".join(sorted({f"{t.img_size}x{t.img_size}" for t in timings.values()}))
+    lines = [f"## Exported restorers: time per image on ONNX Runtime, CPU ({task})", "",
+             f"Command: `{command.strip()}`. Seed {seed} of each arm of the energy descent "
+             "section, its run read back (nothing trained), "
+             "exported with `enfold export --target restorer --format onnx` at the trained K "
+             "and validated against PyTorch on held-out images; the graph alone timed on ONNX "
+             f"Runtime's CPU provider, {plural} (intra-op) for every model, batch "
+             f"{batch} of {tiles} tiles (the models' input), median of {repeats} runs after "
+             f"{TIMING_WARMUP} warm-up runs (fastest and slowest beside it). {machine()}; "
+             "cores shared with other jobs, so the times are comparable with each other more "
+             f"than absolute; took {took / 60:.1f} min.", "",
+             f"| arm | restorer | K | parameters | ONNX nodes | ONNX vs PyTorch max abs | "
+             f"ms per image (ONNX Runtime, {plural}) | fastest - slowest |",
+             "|" + " --- |" * 8]
+    for arm, t in timings.items():
+        lines.append(f"| {arm} | {t.restorer} | {t.steps} | {t.parameters:,} | {t.nodes} | "
+                     f"{t.max_abs_error:.1e} | {t.ms_per_image:.3f} | "
+                     f"{t.ms_spread[0]:.3f} - {t.ms_spread[1]:.3f} |")
+    return "\n".join(lines + [""])
+
+
+def time_onnx(args: argparse.Namespace) -> None:
+    """``--time-onnx``: export and time the first seed's finished run of each arm."""
+    import tempfile
+
+    t0, seed = time.time(), args.seeds[0]
+    timings: dict[str, Timing] = {}
+    with tempfile.TemporaryDirectory(prefix="descent-onnx-") as scratch:
+        for arm in args.arms:
+            ckpt = args.out / f"{args.task}-{arm}-s{seed}" / "checkpoint-last.pt"
+            if not ckpt.is_file():
+                raise SystemExit(f"{ckpt} not found: --time-onnx reads finished runs back; "
+                                 "train the arm first (descent.py without --time-onnx)")
+            print(f"exporting and timing {shown(ckpt)}", flush=True)
+            timings[arm] = time_restorer(ckpt, Path(scratch) / arm, args.onnx_batch,
+                                         args.onnx_threads, TIMING_WARMUP, args.onnx_repeats)
+            print(f"{arm}: {timings[arm]}", flush=True)
+    text = timing_report(args.task, seed, timings, args.onnx_batch, args.onnx_threads,
+                         args.onnx_repeats, time.time() - t0)
+    write_section(args.results, f"descent-{args.task}-timing", text)
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="noise", choices=["noise", "sr", "sr4", "mask", "gray",
@@ -183,7 +240,17 @@ def main() -> None:
                         help="held-out photos reduced to these short sides before cropping")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "descent")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
+    parser.add_argument("--time-onnx", action="store_true",
+                        help="only export each arm's first-seed run to ONNX and time it per "
+                             "image (no scoring, no training)")
+    parser.add_argument("--onnx-threads", type=int, default=1,
+                        help="ONNX Runtime intra-op threads, the same for every arm")
+    parser.add_argument("--onnx-batch", type=int, default=64, help="tiles per timed run")
+    parser.add_argument("--onnx-repeats", type=int, default=20, help="timed runs per model")
     args = parser.parse_args()
+    if args.time_onnx:
+        time_onnx(args)
+        return
 
     from ablations import training_minutes
 

@@ -92,7 +92,8 @@ class InferenceSession:
 
     def restore(self, images: Array, sigma: Array | float | None = None,
                 mask: Array | None = None) -> Array:
-        """Restored pixels ``(B, C, H, W)`` in [0, 1]: K steps down the energy.
+        """Restored pixels ``(B, C, H, W)`` in [0, 1]: K steps down the energy (or a learned
+        peer's one forward pass, ``restorer`` in the sidecar).
 
         ``sigma``: the noise level in pixel units (a number or one per image) of a noise-level
         restorer, estimated from each image when not given; ``mask``: ``(B, 1, H, W)``, 1 where

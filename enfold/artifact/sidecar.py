@@ -70,6 +70,9 @@ class Sidecar:
     restorer_inputs: tuple[str, ...] | None = None
     noise_ref: float | None = None
     grid_shifts: int | None = None
+    # "energy" (K steps down the energy) or a learned peer ("direct_vit", "dncnn": one forward
+    # pass); absent from sidecars written before peers could be exported, all of them energy
+    restorer: str | None = None
     # the file's format
     opset: int | None = None
     input: str | None = None
@@ -217,6 +220,11 @@ def _check_lists(meta: dict[str, Any], bad) -> None:
         sizes = meta.get("step_sizes")
         if sizes is not None and (not _numbers(sizes) or len(sizes) != meta["steps"]):
             raise bad(f"step_sizes must list {meta['steps']} finite numbers, got {sizes!r}")
+        kind = meta.get("restorer", "energy")
+        if not isinstance(kind, str):
+            raise bad(f"restorer must name the restorer kind, got {kind!r}")
+        if kind != "energy" and meta["steps"] != 1:
+            raise bad(f"a {kind} peer restores in one forward pass, got steps {meta['steps']!r}")
     for key in ("tasks", "restorer_inputs", "batch_profile"):
         if meta.get(key) is not None and not isinstance(meta[key], list):
             raise bad(f"{key} must be a list, got {meta[key]!r}")

@@ -1,7 +1,8 @@
 """What each target computes, in PyTorch eager, and the metadata an artifact of it carries.
 
 Targets: ``classifier`` (logits of a fine-tuned checkpoint), ``encoder`` (pooled features),
-``energy`` (one scalar per image) and ``restorer`` (``K`` steps down the energy). The export
+``energy`` (one scalar per image) and ``restorer`` (``K`` steps down the energy, or a learned
+peer's one forward pass: ``model.restorer: direct_vit | dncnn``). The export
 traces these modules; the torch runner runs them as they are, so both start from the same one.
 """
 
@@ -101,6 +102,8 @@ def torch_target(checkpoint: str | Path | CheckpointFile, target: str, steps: in
     if stage != "pretrain":
         raise EnfoldError(f"--target {target} needs a pretrain checkpoint; {checkpoint} is a "
                           f"'{stage}' checkpoint")
+    if cfg.model.restorer != "energy":  # a learned peer: one forward pass, no energy
+        return _peer_restorer(loaded, target, steps, task, grid_shifts, meta)
     if target == "encoder":
         return TorchTarget(target, TargetModule(model.pooled_features, model), model, size,
                            chans, meta)
@@ -111,11 +114,39 @@ def torch_target(checkpoint: str | Path | CheckpointFile, target: str, steps: in
     steps = steps or model.num_steps
     if steps < 1:
         raise EnfoldError(f"--steps must be at least 1, got {steps}")
+    meta.update(steps=steps, trained_steps=model.num_steps, restorer="energy",
+                step_sizes=[float(a) for a in model.step_sizes(steps).detach()])
+    return _restorer_target(loaded, steps, task, meta)
+
+
+def _peer_restorer(loaded: Any, target: str, steps: int | None, task: str | None,
+                   grid_shifts: int | None, meta: dict[str, Any]) -> TorchTarget:
+    """The restorer of a learned peer (``model.restorer: direct_vit | dncnn``): its one forward
+    pass, recorded as one step; the energy, the encoder, more steps and grid shifts are refused,
+    as a peer has no energy to step down or average."""
+    kind, where = loaded.cfg.model.restorer, meta["checkpoint"]
+    if target != "restorer":
+        raise EnfoldError(f"--target {target}: {where} is a {kind} peer, which restores in one "
+                          "forward pass and has no energy or encoder; export --target restorer")
+    if steps not in (None, 1):
+        raise EnfoldError(f"--steps {steps}: a {kind} peer restores in one forward pass, with "
+                          "no energy steps to unroll; drop --steps (or pass --steps 1)")
+    if grid_shifts not in (None, 1):
+        raise EnfoldError(f"--grid-shifts {grid_shifts} averages the energy over patch grids; "
+                          f"a {kind} peer has no energy: drop --grid-shifts")
+    meta.update(steps=1, trained_steps=1, restorer=kind)
+    return _restorer_target(loaded, 1, task, meta)
+
+
+def _restorer_target(loaded: Any, steps: int, task: str | None,
+                     meta: dict[str, Any]) -> TorchTarget:
+    """``model.restore_steps`` for ``steps`` steps on the restorer's ``task``, taking the
+    restorer's other inputs (:func:`restorer_inputs`) after the images."""
+    cfg, model = loaded.cfg, loaded.model
     task = task or cfg.corrupt.tasks[0]
     if task not in cfg.corrupt.tasks:
         raise EnfoldError(f"--task {task!r}: this model was trained on {cfg.corrupt.tasks}")
-    meta.update(steps=steps, trained_steps=model.num_steps, task=task,
-                step_sizes=[float(a) for a in model.step_sizes(steps).detach()])
+    meta["task"] = task
     inputs = restorer_inputs(model)
     if inputs:
         meta["restorer_inputs"] = inputs
@@ -127,7 +158,8 @@ def torch_target(checkpoint: str | Path | CheckpointFile, target: str, steps: in
         return model.restore_steps(x, steps, weight=given.get("mask"),
                                    sigma=given.get("sigma"))[-1]
 
-    return TorchTarget(target, TargetModule(restore, model), model, size, chans, meta)
+    return TorchTarget("restorer", TargetModule(restore, model), model, cfg.model.img_size,
+                       cfg.model.in_chans, meta)
 
 
 def restorer_inputs(model: nn.Module) -> list[str]:

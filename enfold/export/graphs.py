@@ -3,7 +3,8 @@
 What each target computes in eager PyTorch is ``enfold.artifact.targets``; this module traces it.
 The restorer is the interesting one: ``K`` unrolled steps, each an energy forward and its input
 gradient, traced by ``make_fx`` into a flat graph of aten ops (backward included) with the learned
-step sizes baked in. Nothing in it needs autograd at run time.
+step sizes baked in. Nothing in it needs autograd at run time. A learned peer's restorer is its
+one forward pass, traced the same way.
 """
 
 from __future__ import annotations
@@ -58,15 +59,39 @@ def unrolled_restorer(model, steps: int) -> nn.Module:
     """Trace ``model.restore(x, steps)`` into one flat graph of aten ops with a free batch;
     a noise-level restorer takes sigma ``(B,)`` and a mask restorer the hole mask
     ``(B, 1, H, W)`` as further inputs (:func:`enfold.artifact.targets.restorer_inputs`)."""
+    avoid = {model.in_chans, model.img_size, steps} | vit_sizes(model.vit)
+    return traced_restorer(model, steps, avoid)
+
+
+def one_pass_restorer(model) -> nn.Module:
+    """Trace a learned peer's one forward pass (``x - R(x)``, with the noise-level channel of a
+    noise-level peer) into a flat graph of aten ops with a free batch, taking the same inputs
+    as :func:`unrolled_restorer`."""
+    # the batch must differ from every size inside, a DnCNN's width among them
+    avoid = {model.in_chans, model.in_chans + 1, model.img_size}
+    avoid |= {d for p in model.parameters() for d in p.shape}
+    if hasattr(model, "vit"):
+        avoid |= vit_sizes(model.vit)
+    return traced_restorer(model, 1, avoid)
+
+
+def vit_sizes(vit: nn.Module) -> set[int]:
+    """The sizes inside a timm ViT a traced batch must not equal: patch grid and tokens, width,
+    heads, MLP width, depth."""
+    grid = vit.patch_embed.grid_size[0]
+    avoid = {grid, grid * grid, grid * grid + 1, vit.embed_dim, vit.patch_embed.patch_size[0],
+             len(vit.blocks)}
+    for block in vit.blocks:
+        avoid |= {block.attn.num_heads, block.attn.head_dim, block.mlp.fc1.out_features}
+    return avoid
+
+
+def traced_restorer(model, steps: int, avoid: set[int]) -> nn.Module:
+    """``model.restore_steps(x, steps)`` traced by ``make_fx`` at a batch outside ``avoid``,
+    with the restorer's other inputs after the images."""
     model = model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    vit = model.vit
-    grid = vit.patch_embed.grid_size[0]
-    avoid = {model.in_chans, model.img_size, grid, grid * grid, grid * grid + 1, vit.embed_dim,
-             steps, vit.patch_embed.patch_size[0], len(vit.blocks)}
-    for block in vit.blocks:
-        avoid |= {block.attn.num_heads, block.attn.head_dim, block.mlp.fc1.out_features}
     x = torch.zeros(trace_batch(avoid), model.in_chans, model.img_size, model.img_size)
     inputs = restorer_inputs(model)
 
@@ -126,7 +151,9 @@ def build_spec(checkpoint: str | Path | CheckpointFile, target: str, steps: int 
     """
     eager = torch_target(checkpoint, target, steps, task, grid_shifts)
     module = eager.module
-    if target == "restorer" and trace:
+    if target == "restorer" and trace and eager.metadata["restorer"] == "energy":
         module = unrolled_restorer(eager.model, eager.metadata["steps"])
+    elif target == "restorer" and trace:  # a learned peer (direct_vit, dncnn)
+        module = one_pass_restorer(eager.model)
     return ExportSpec(target, module, eager.module, eager.img_size, eager.in_chans,
                       eager.metadata)

@@ -173,10 +173,18 @@ def _model_details(state: dict[str, Any], cfg: Any, meta0: Sidecar) -> list[str]
             f"- Architecture: timm `{m.arch}` at {m.img_size}x{m.img_size} pixels, "
             f"{m.in_chans} channels, patch {m.patch_size}, depth {m.depth or 'as the arch'}, "
             f"width {m.embed_dim or 'as the arch'}, {m.num_heads or 'arch default'} heads",
-            f"- Energy head `{m.energy_head}`, K = {m.steps} restoration steps"
+            _restorer_line(m)
             + (f"; fine-tuning mode `{state.get('finetune_mode')}`"
                if stage == "finetune" else ""),
             f"- Libraries at training: {json.dumps(state.get('versions', {}))}", ""]
+
+
+def _restorer_line(m: Any) -> str:
+    """The energy head and K, or what a learned peer is instead."""
+    if getattr(m, "restorer", "energy") != "energy":
+        return (f"- Restorer: the learned peer `{m.restorer}`, one forward pass predicting the "
+                "residual (no energy, no steps)")
+    return f"- Energy head `{m.energy_head}`, K = {m.steps} restoration steps"
 
 
 def _training_data(state: dict[str, Any], cfg: Any) -> list[str]:
@@ -272,7 +280,10 @@ def render_card(out_dir: Path, exports: list[tuple[Path, Sidecar]],
     lines = [f"# enfold exports: {', '.join(targets)}", "", MARKER, "",
              "A vision transformer trained as an energy model: its forward pass gives one energy "
              "per image, and K gradient steps down that energy restore corrupted images. The "
-             "encoder and classifier are plain timm ViTs.", "",
+             "encoder and classifier are plain timm ViTs."
+             + (" A restorer whose sidecar names a learned peer (`restorer`: direct_vit, dncnn) "
+                "is no energy model: its one forward pass predicts the residual."
+                if any((m.restorer or "energy") != "energy" for _, m in exports) else ""), "",
              "| file | target | format | precision | tensors |", "| --- | --- | --- | --- | --- |"]
     for artifact, meta in exports:
         lines.append(f"| `{artifact.name}` | {meta.target} | {meta.format} | "
