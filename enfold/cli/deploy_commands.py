@@ -351,8 +351,8 @@ def restore(
     tile_stride: int | None = typer.Option(
         None, "--tile-stride", min=1,
         help="Pixels between overlapping tiles' corners, up to the tile size (default: about "
-             "2/3 of a tile, off the patch grid; sr: a multiple of the factor, shuffle: of the "
-             "patch size). Larger: fewer tiles, faster, less blending."),
+             "2/3 of a tile, off the patch grid; sr: a multiple of the factor; shuffle, mask: "
+             "of the patch size). Larger: fewer tiles, faster, less blending."),
     simulate: bool = typer.Option(
         False, "--simulate", help="Inputs are clean: corrupt them with --task first (seeded by "
                                   "--seed), restore, and report PSNR."),

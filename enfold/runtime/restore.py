@@ -195,11 +195,13 @@ def tile_stride(session: InferenceSession, task: str, stride: int | None = None)
 def _tile_align(meta: Sidecar, task: str) -> int:
     """Tile corners fall on multiples of this: the factor for ``sr`` (the enlarged input's
     phase must be the one trained on), the patch size for ``shuffle`` (its input is moved
-    whole patches), else any pixel, so that overlapping tiles see the patch grid at different
-    offsets (:func:`enfold.runtime.blend.default_stride`)."""
+    whole patches) and ``mask`` (holes need the wider half-tile overlap the patch grid's
+    default keeps: the shorter one lost 0.17 dB on whole photos, docs/RESULTS.md), else any
+    pixel, so that overlapping tiles see the patch grid at different offsets
+    (:func:`enfold.runtime.blend.default_stride`)."""
     if task == "sr":
         return sr_factor(meta)
-    return (meta.patch_size or 1) if task == "shuffle" else 1
+    return (meta.patch_size or 1) if task in ("shuffle", "mask") else 1
 
 
 def _prepare(session: InferenceSession, img: torch.Tensor, task: str, scale: int | None,
