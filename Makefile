@@ -66,10 +66,10 @@ browser:  ## install headless chromium and chromedriver (needs apt and root; oth
 	fi
 
 demo: setup  ## pretrain, fine-tune and evaluate on the embedded digits -> runs/demo/
-	$(BIN)/enfold pretrain --config configs/pretrain/digits-tiny.yaml --out runs/demo/pretrain
+	$(BIN)/enfold pretrain --config configs/pretrain/digits-demo.yaml --out runs/demo/pretrain
 	$(BIN)/enfold visualize --checkpoint runs/demo/pretrain/checkpoint-last.pt --task mask \
 		--out runs/demo/pretrain/mask.png --overwrite
-	$(BIN)/enfold finetune --config configs/finetune/digits-tiny.yaml --no-compile \
+	$(BIN)/enfold finetune --config configs/finetune/digits-demo.yaml --no-compile \
 		--max-steps 150 --pretrained runs/demo/pretrain/checkpoint-last.pt --out runs/demo/finetune
 	$(BIN)/enfold evaluate --checkpoint runs/demo/finetune/checkpoint-last.pt \
 		--out runs/demo/evaluate --overwrite
