@@ -279,10 +279,9 @@ def whole_photos(sessions: dict, photos: list[str], short_side: int, seed: int) 
                     continue
                 out, sec, mb = timed(partial(enfold_restore, session, x, task, stride,
                                              **options))
+                used = used_stride(session, task, stride)
                 row[label] = {"psnr": psnr(out, ref), "s_per_mp": sec / mp, "peak_mb": mb,
-                              "stride": used_stride(session, task, stride),
-                              "seam_tiles": seam(out, ref, TILE,
-                                                 used_stride(session, task, stride)),
+                              "stride": used, "seam_tiles": seam(out, ref, TILE, used),
                               "seam_32": seam(out, ref, TILE)}
             for label, fn in classical.items():
                 out, sec, mb = timed(fn)
