@@ -96,7 +96,27 @@ FMNIST = Study(
     steps=500, section="ablations_fmnist", out=common.ROOT / "runs" / "ablations_fmnist",
     fine_tune=True)
 
-STUDIES = {"digits": DIGITS, "fmnist": FMNIST}
+FMNIST_K1 = Study(
+    title="Fashion-MNIST, K=1 recipe", pretrain=PRESETS["fmnist"][0], finetune=PRESETS["fmnist"][1],
+    # configs/pretrain/fmnist-tiny.yaml as shipped since the first Fashion-MNIST ablation
+    reference=("model.energy_head=sqnorm", "model.steps=1", "model.learn_step_sizes=true",
+               "model.depth=4", "corrupt.tasks=[mask, noise, sr, shuffle]",
+               "corrupt.mask.ratio=0.75", "train.base_lr=8.0e-3", "loss.reduction=pooled"),
+    about="`configs/pretrain/fmnist-tiny.yaml` as shipped: sqnorm head, K=1, learned step "
+          "sizes, mask 75 % + noise + sr + shuffle, base lr 8e-3",
+    variants={
+        "reference": ("the shipped K=1 recipe", []),
+        "recon head": ("energy head: half the squared distance from x to N(x)",
+                       ["model.energy_head=recon"]),
+        "lr x2": ("learning rate (base lr 1.6e-2)", ["train.base_lr=1.6e-2"]),
+        "mask 90 %": ("mask ratio", ["corrupt.mask.ratio=0.9"]),
+        "per-image log loss": ("loss: mean over images of log(error), so easy images weigh as "
+                               "much as hard ones", ["loss.reduction=per_image_log"]),
+    },
+    steps=1000, section="ablations_fmnist_k1", out=common.ROOT / "runs" / "ablations_fmnist_k1",
+    fine_tune=True)
+
+STUDIES = {"digits": DIGITS, "fmnist": FMNIST, "fmnist-k1": FMNIST_K1}
 
 # Run after "reference" and "K=4": K=2 for as many steps as fit in K=4's pretraining time.
 EQUAL_TIME = "K=2, K=4's time"
@@ -114,20 +134,28 @@ def training_minutes(records: list[dict], batch: int) -> float:
     return total / 60
 
 
+def variant_dir(root: Path, name: str, seed: int = 0) -> Path:
+    """A variant's folder; pretraining seeds other than 0 get their own beside it."""
+    base = name.replace(" ", "-").replace("=", "").replace(",", "").replace("'", "").replace(
+        "%", "pct")
+    return root / (base if seed == 0 else f"{base}-seed{seed}")
+
+
 def measure(study: Study, name: str, what: str, overrides: list[str], steps: int,
-            args: argparse.Namespace) -> tuple[dict, bool]:
-    """Pretrain one variant and measure it: ``(result, whether its pretraining was read back)``.
-    Finished runs (pretraining and arms) of the same config and checkpoint are read back; the
-    result is also written to the variant's ``result.json``."""
+            args: argparse.Namespace, seed: int = 0) -> tuple[dict, bool]:
+    """Pretrain one variant (pretraining seed ``seed``) and measure it: ``(result, whether its
+    pretraining was read back)``. Finished runs (pretraining and arms) of the same config and
+    checkpoint are read back; the result is also written to the variant's ``result.json``."""
     from enfold.config import load_config, to_dict
     from enfold.pipeline.pretrain import run_pretrain
     from enfold.pipeline.progress import read_metrics
 
-    out = args.out / name.replace(" ", "-").replace("=", "").replace(",", "").replace(
-        "'", "").replace("%", "pct")
-    # the PSNR is always of the mask task (every variant trains on it)
+    out = variant_dir(args.out, name, seed)
+    # the PSNR is always of the mask task (every variant trains on it); seed 0 adds no override,
+    # so the runs made before pretraining seeds existed are read back
+    seeded = [f"train.seed={seed}"] if seed else []
     cfg = load_config(study.pretrain, [f"train.max_steps={steps}", *study.eval_overrides(steps),
-                                       *study.reference, *overrides])
+                                       *study.reference, *overrides, *seeded])
     reused = common.finished_pretraining(out / "pretrain", cfg)
     ckpt = run_pretrain(cfg, out / "pretrain")  # resumes (returns) a finished run
     minutes = training_minutes(read_metrics(out / "pretrain" / "metrics.jsonl"),
@@ -141,7 +169,8 @@ def measure(study: Study, name: str, what: str, overrides: list[str], steps: int
     probe = [arm("linear", s) for s in args.seeds]
     knn = arm("knn", args.seeds[0])
     finetune = [arm("pretrained", args.seeds[0])] if study.fine_tune else []
-    result = {"name": name, "what": what, "steps": steps, "psnr_in": psnr["eval/mask/psnr_input"],
+    result = {"name": name, "what": what, "steps": steps, "pretrain_seeds": [seed],
+              "psnr_in": psnr["eval/mask/psnr_input"],
               "psnr_out": psnr["eval/mask/psnr_restored"], "knn": knn, "probe": probe,
               "finetune": finetune, "minutes": minutes}
     (out / "result.json").write_text(json.dumps(
@@ -150,6 +179,22 @@ def measure(study: Study, name: str, what: str, overrides: list[str], steps: int
           f"linear {statistics.mean(probe):.4f}"
           + (f" fine-tune {finetune[0]:.4f}" if finetune else ""), flush=True)
     return result, reused
+
+
+def over_seeds(results: list[dict]) -> dict:
+    """One row from a variant's runs at several pretraining seeds: each measure becomes the
+    list of its per-seed values (the probe's own seeds averaged first), so the table shows the
+    mean ± std over pretraining seeds."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    return {**first, "pretrain_seeds": [r["pretrain_seeds"][0] for r in results],
+            "psnr_in": statistics.mean(r["psnr_in"] for r in results),
+            "psnr_out": statistics.mean(r["psnr_out"] for r in results),
+            "knn": [r["knn"] for r in results],
+            "probe": [statistics.mean(r["probe"]) for r in results],
+            "finetune": [r["finetune"][0] for r in results if r["finetune"]],
+            "minutes": statistics.mean(r["minutes"] for r in results)}
 
 
 def main() -> None:
@@ -161,21 +206,29 @@ def main() -> None:
                         "digits, 500 for fmnist)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="*", default=None, help="run these variants only")
+    parser.add_argument("--confirm", nargs="*", default=[],
+                        help="also pretrain these variants at --confirm-seeds (their rows show "
+                             "the mean ± std over pretraining seeds)")
+    parser.add_argument("--confirm-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=None, help="default runs/ablations[_fmnist]")
     parser.add_argument("--results", type=Path, default=common.ROOT / "docs" / "RESULTS.md")
     args = parser.parse_args()
     study = STUDIES[args.data]
     args.out = args.out or study.out
     steps = args.steps or study.steps
-    unknown = set(args.only or ()) - {*study.variants, EQUAL_TIME}
+    unknown = (set(args.only or ()) | set(args.confirm)) - {*study.variants, EQUAL_TIME}
     if unknown:
         parser.error(f"--only: no variant named {', '.join(sorted(unknown))} in the {args.data} "
                      f"study; choose from {', '.join(study.variants)}")
 
     t0 = time.time()
-    measured = {name: measure(study, name, what, overrides, steps, args)
-                for name, (what, overrides) in study.variants.items()
-                if not args.only or name in args.only}
+    measured = {}
+    for name, (what, overrides) in study.variants.items():
+        if args.only and name not in args.only:
+            continue
+        seeds = args.confirm_seeds if name in args.confirm else [0]
+        runs = [measure(study, name, what, overrides, steps, args, seed) for seed in seeds]
+        measured[name] = (over_seeds([r for r, _ in runs]), all(done for _, done in runs))
     if {"reference", "K=4"} <= measured.keys() and (not args.only or EQUAL_TIME in args.only):
         # the pretraining-time ratio of K=4 to K=2 measured above sets the number of steps
         ratio = measured["K=4"][0]["minutes"] / measured["reference"][0]["minutes"]
@@ -200,7 +253,8 @@ def table(study: Study, rows: dict[str, dict], steps: int, reused: int, seconds:
         "",
         f"Command: `{command.strip()}`. Each variant: the reference recipe ({study.about}; "
         f"`STUDIES['{args.data}'].reference` in the script) with one change, "
-        f"{steps} pretraining steps (pretraining seed 0), then kNN (seed {args.seeds[0]}), a "
+        f"{steps} pretraining steps (pretraining seed 0 unless the row says more), then kNN "
+        f"(seed {args.seeds[0]}), a "
         f"linear probe (10 labels per class, seeds {seeds}){tuned}. {common.machine()}; "
         f"took {seconds / 60:.1f} min"
         + (f" ({reused} of {len(rows)} pretraining runs read back from finished runs in "
@@ -213,12 +267,25 @@ def table(study: Study, rows: dict[str, dict], steps: int, reused: int, seconds:
         "| --- | --- | --- | --- | --- |" + (" --- |" if study.fine_tune else "") + " --- |",
     ]
     for r in rows.values():
-        std = statistics.stdev(r["probe"]) if len(r["probe"]) > 1 else 0.0
-        tuned_cell = f" {r['finetune'][0]:.3f} |" if study.fine_tune else ""
-        lines.append(f"| {r['name']} | {r['what']} | {r['psnr_in']:.2f} -> {r['psnr_out']:.2f} | "
-                     f"{r['knn']:.3f} | {statistics.mean(r['probe']):.3f} ± {std:.3f} |"
+        tuned_cell = f" {common.fmt_seeds(r['finetune'])} |" if study.fine_tune else ""
+        knn = r["knn"] if isinstance(r["knn"], list) else [r["knn"]]
+        seeds = r.get("pretrain_seeds", [0])
+        name = r["name"] + (f" (pretraining seeds {', '.join(map(str, seeds))})"
+                            if len(seeds) > 1 else "")
+        lines.append(f"| {name} | {r['what']} | {r['psnr_in']:.2f} -> {r['psnr_out']:.2f} | "
+                     f"{common.fmt_seeds(knn)} | {mean_std(r['probe'])} |"
                      f"{tuned_cell} {r['minutes']:.1f} |")
+    if any(len(r.get("pretrain_seeds", [0])) > 1 for r in rows.values()):
+        lines += ["", "Rows with several pretraining seeds: each measure is the mean ± std over "
+                  "those seeds (the probe's own seeds averaged first); the other rows are "
+                  "pretraining seed 0, with the probe's mean ± std over its seeds."]
     return "\n".join(lines)
+
+
+def mean_std(values: list[float]) -> str:
+    """``mean ± std`` of one or more values (std 0 for one)."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {std:.3f}"
 
 
 if __name__ == "__main__":

@@ -273,6 +273,7 @@ def whole_photos(sessions: dict, photos: list[str], short_side: int, seed: int) 
             row = {"photo": name, "task": task, "size": list(ref.shape[-2:]),
                    "input": input_psnr(task, x, ref, options)}
             default = used_stride(session, task, None)
+            phase = options.get("scale")  # super-resolution: its low-resolution pixel grid
             for label, stride in (("enfold", None), (BEFORE, HALF),
                                   ("enfold, abutting tiles", TILE)):
                 if stride == default:  # the default already is this stride (sr x4)
@@ -282,21 +283,36 @@ def whole_photos(sessions: dict, photos: list[str], short_side: int, seed: int) 
                 used = used_stride(session, task, stride)
                 row[label] = {"psnr": psnr(out, ref), "s_per_mp": sec / mp, "peak_mb": mb,
                               "stride": used, "seam_tiles": seam(out, ref, TILE, used),
-                              "seam_32": seam(out, ref, TILE)}
+                              "seam_32": seam(out, ref, TILE), **phased(out, ref, phase, used)}
             for label, fn in classical.items():
                 out, sec, mb = timed(fn)
                 row[label] = None if out is None else {"psnr": psnr(out, ref),
                                                        "s_per_mp": sec / mp, "peak_mb": mb,
-                                                       "seam_32": seam(out, ref, TILE)}
+                                                       "seam_32": seam(out, ref, TILE),
+                                                       **phased(out, ref, phase)}
             print(json.dumps({k: v for k, v in row.items()}), flush=True)
             rows.append(row)
     return rows
 
 
-def seam(out: torch.Tensor, ref: torch.Tensor, tile: int, stride: int | None = None) -> float:
+def seam(out: torch.Tensor, ref: torch.Tensor, tile: int, stride: int | None = None,
+         phase: int | None = None) -> float:
     from enfold.runtime.blend import seam_ratio
 
-    return seam_ratio(out, ref, tile, stride)
+    return seam_ratio(out, ref, tile, stride, phase)
+
+
+def phased(out: torch.Tensor, ref: torch.Tensor, phase: int | None,
+           stride: int | None = None) -> dict[str, float]:
+    """Super-resolution's seam ratios against interior rows and columns of the same phase on
+    the low-resolution pixel grid (``seam_ratio(phase=)``): at its tiles when ``stride`` is
+    given, and on the 32 grid."""
+    if phase is None:
+        return {}
+    got = {"seam_32_phase": seam(out, ref, TILE, None, phase)}
+    if stride is not None:
+        got["seam_tiles_phase"] = seam(out, ref, TILE, stride, phase)
+    return got
 
 
 def big_photo(session, name: str, seed: int, skip: tuple[str, ...] = ()
@@ -403,12 +419,17 @@ def fmt(v: float | None, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def seam_text(stride: int | None, at_tiles: float | None, grid: float | None) -> str:
-    """``at its tiles (stride) / on the 32 grid``, ``-`` where not measured."""
+def seam_text(stride: int | None, at_tiles: float | None, grid: float | None,
+              phased: tuple[float | None, float | None] = (None, None)) -> str:
+    """``at its tiles (stride) / on the 32 grid``, ``-`` where not measured; then the same
+    against interior rows and columns of the same low-resolution pixel phase, where measured."""
     if grid is None:
         return "-"
-    return f"{fmt(at_tiles)} (stride {stride}) / {fmt(grid)}" if at_tiles is not None else (
+    text = f"{fmt(at_tiles)} (stride {stride}) / {fmt(grid)}" if at_tiles is not None else (
         f"- / {fmt(grid)}")
+    if phased[1] is not None:
+        text += f"; same phase: {fmt(phased[0])} / {fmt(phased[1])}"
+    return text
 
 
 def report(args, rows: list[dict], big: dict | None, levels: list[dict], minutes: float,
@@ -429,7 +450,10 @@ def report(args, rows: list[dict], big: dict | None, levels: list[dict], minutes
              "tile boundaries over the error elsewhere, about 1.0 without seams; first at the "
              "tiles the method ran (its stride in brackets), then on a fixed 32-pixel grid, "
              "where a tile-free classical output shows what the grids already in the task give "
-             "(the super-resolution grid; the 8-pixel JPEG blocks of the clean photos). Peak MB: "
+             "(the super-resolution grid; the 8-pixel JPEG blocks of the clean photos). For "
+             "super-resolution, \"same phase\" compares the boundary rows and columns only with "
+             "interior ones at the same position on the low-resolution pixel grid, whose error "
+             "pattern repeats every `scale` pixels: what the tiles add beyond that grid. Peak MB: "
              "resident memory a call added."
              + (" Photo-level numbers are means over the photos." if rows else ""), ""]
     if rows:
@@ -449,7 +473,8 @@ def report(args, rows: list[dict], big: dict | None, levels: list[dict], minutes
                 got = [v[key] for v in vals if key in v]
                 return float(np.mean(got)) if got else None
 
-            seam_cell = seam_text(vals[0].get("stride"), mean("seam_tiles"), mean("seam_32"))
+            seam_cell = seam_text(vals[0].get("stride"), mean("seam_tiles"), mean("seam_32"),
+                                  (mean("seam_tiles_phase"), mean("seam_32_phase")))
             lines.append(f"| {task} | {fmt(float(np.mean([r['input'] for r in sub])))} | {m} "
                          f"| {fmt(mean('psnr'))} | {seam_cell} | {fmt(mean('s_per_mp'), 1)} "
                          f"| {fmt(mean('peak_mb'), 0)} |")

@@ -47,6 +47,21 @@ def test_restorer_onnx_dynamic_batch_matches_pytorch_and_grows_with_k(checkpoint
     assert nodes[2] - nodes[1] == pytest.approx(nodes[1] - nodes[0], rel=0.05)
 
 
+def test_restorer_card_reports_psnr_for_each_k_and_the_best(checkpoints, tmp_path):
+    """The validation sweeps K = 1 .. 4 on its held-out images in PyTorch: the exported K's
+    entry is the validation's own PyTorch PSNR, the best K is the highest, and the card says
+    both."""
+    result = export_artifact(checkpoints["pretrain"], "restorer", "onnx", tmp_path, steps=2)
+    report = result["validation"]
+    by_k = report["psnr_pytorch_by_steps"]
+    assert list(by_k) == ["1", "2", "3", "4"]
+    assert by_k["2"] == pytest.approx(report["psnr_pytorch_vs_clean"], abs=1e-6)
+    assert by_k[str(report["best_steps"])] == max(by_k.values())
+    card = (tmp_path / "README.md").read_text()
+    assert f"best K = {report['best_steps']}" in card and "this export has K = 2" in card
+    assert f"K=4 {by_k['4']:.2f}" in card
+
+
 def test_grid_shifted_restorer_is_validated_against_the_same_energy(checkpoints, tmp_path):
     from enfold.errors import EnfoldError
     from enfold.export.validate import validate_artifact

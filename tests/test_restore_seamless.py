@@ -3,6 +3,7 @@ bounded batches, shared by the CLI, the server and the Python API."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import DIGITS_TINY, TINY, train
@@ -120,3 +121,18 @@ def test_seam_ratio_at_the_tile_boundaries_of_a_stride():
     out += 0.01 * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
     assert seam_ratio(out, clean, 32, stride=22) > 10
     assert seam_ratio(out, clean, 32, stride=16) < seam_ratio(out, clean, 32, stride=22) / 3
+
+
+def test_seam_ratio_phase_leaves_out_a_pattern_of_the_low_resolution_grid():
+    """An error on every 4th column (a x4 super-resolution phase pattern) sits on the 32 grid's
+    boundaries too: the plain ratio calls it a seam, the phase-matched one does not, and a real
+    seam on top of the pattern still shows."""
+    clean = _smooth(64, 96)
+    noise = 0.01 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))
+    pattern = clean + noise
+    pattern[:, :, ::4] += 0.03  # phase 0 of every low-resolution pixel
+    assert seam_ratio(pattern, clean, 32) > 1.3
+    assert seam_ratio(pattern, clean, 32, phase=4) == pytest.approx(1.0, abs=0.15)
+    seamed = pattern.clone()
+    seamed[:, :, [32, 64]] += 0.1
+    assert seam_ratio(seamed, clean, 32, phase=4) > 2

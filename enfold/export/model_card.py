@@ -238,7 +238,7 @@ def _measured_numbers(state: dict[str, Any], path: Path) -> list[str]:
 def _validations(exports: list[tuple[Path, Sidecar]]) -> list[str]:
     """One line per export: its validation report against PyTorch, or that it has none."""
     lines = []
-    for artifact, _ in exports:
+    for artifact, meta in exports:
         report_path = Path(str(artifact) + VALIDATION_SUFFIX)
         if report_path.is_file():
             report = json.loads(report_path.read_text())
@@ -248,6 +248,13 @@ def _validations(exports: list[tuple[Path, Sidecar]]) -> list[str]:
                     if k in report]
             lines.append(f"- Validation of `{artifact.name}` against PyTorch on held-out "
                          "images: " + ", ".join(f"{k} {_fmt(report[k])}" for k in keys))
+            by_k = report.get("psnr_pytorch_by_steps")
+            if by_k:
+                lines.append(
+                    "- Restoration steps K on the same images (PSNR in PyTorch, dB): "
+                    + ", ".join(f"K={k} {v:.2f}" for k, v in by_k.items())
+                    + f"; best K = {report['best_steps']} (`enfold export --steps "
+                    f"{report['best_steps']}`), this export has K = {meta.steps}")
         else:
             lines.append(f"- `{artifact.name}` was exported with --no-validate: not compared "
                          "with PyTorch")

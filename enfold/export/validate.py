@@ -208,6 +208,36 @@ def compare(target: str, runs: Runs) -> dict[str, Any]:
     return metrics
 
 
+STEP_SWEEP = 4  # an energy restorer's card reports PSNR for K = 1 .. STEP_SWEEP
+
+
+def psnr_by_steps(checkpoint: Checkpoint, meta: Sidecar, runs: Runs,
+                  max_steps: int = STEP_SWEEP) -> dict[str, Any]:
+    """An energy restorer's held-out PSNR in PyTorch for K = 1 .. ``max_steps`` restoration
+    steps on the validation images, and the best K: what to pass to ``enfold export --steps``.
+    The same reference as the validation (its grid shifts, task and second inputs), one K at a
+    time; a one-pass peer has no K and gets an empty report."""
+    from enfold.data import denormalize
+    from enfold.metrics import region_psnr
+
+    if (meta.restorer or "energy") != "energy":
+        return {}
+    usable = runs.usable
+    extras = restorer_extras(meta, runs.pixels[:usable], runs.clean[:usable],
+                             runs.weight[:usable])
+    by_k: dict[str, float] = {}
+    with torch.no_grad():
+        for k in range(1, max_steps + 1):
+            reference = TorchBackend(checkpoint, "restorer", "cpu", steps=k, task=meta.task,
+                                     grid_shifts=meta.grid_shifts)
+            restored = reference(runs.inputs[:usable], *extras.values()).float()
+            pixels = denormalize(restored, runs.mean, runs.std)
+            by_k[str(k)] = float(region_psnr(pixels, runs.clean[:usable],
+                                             runs.weight[:usable]).mean())
+    best = max(by_k, key=lambda k: by_k[k])
+    return {"psnr_pytorch_by_steps": by_k, "best_steps": int(best)}
+
+
 def verdict(precision: str, metrics: dict[str, Any], ref: torch.Tensor,
             tolerance: float | None = None) -> Verdict:
     """Whether ``metrics`` (:func:`compare`) are within ``tolerance`` (default: the
@@ -233,8 +263,11 @@ def validate_artifact(artifact: str | Path, checkpoint: Checkpoint,
                               "format": meta.format, "precision": precision}
     if meta.format == "onnx":
         report.update(check_onnx_graph(artifact))
+    checkpoint = open_checkpoint(checkpoint)  # read once for the validation and the K sweep
     runs = run_both(artifact, checkpoint, meta, batches, count, device)
     report.update(compare(meta.target, runs))
+    if meta.target == "restorer":
+        report.update(psnr_by_steps(checkpoint, meta, runs))
     result = verdict(precision, report, runs.ref, tolerance)
     report.update(tolerance=result.tolerance, passed=result.passed)
     if not result.passed:

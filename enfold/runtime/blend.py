@@ -150,7 +150,7 @@ def blend_tile_count(height: int, width: int, size: int, stride: int | None = No
 
 
 def seam_ratio(restored: torch.Tensor, clean: torch.Tensor, tile: int,
-               stride: int | None = None) -> float:
+               stride: int | None = None, phase: int | None = None) -> float:
     """Squared error on the rows and columns next to tile boundaries (the image's own border
     is no seam) over the squared error elsewhere.
 
@@ -159,6 +159,11 @@ def seam_ratio(restored: torch.Tensor, clean: torch.Tensor, tile: int,
     ``stride`` (:func:`tile_starts`). About 1 for an output without seams there; plain tiling
     shows its quilt as a ratio well above 1. ``restored`` and ``clean`` are ``(C, H, W)`` or
     ``(B, C, H, W)``.
+
+    ``phase``: compare the boundary rows and columns only with the interior rows and columns
+    of the same position modulo ``phase``. Super-resolution by a factor ``phase`` has an error
+    that repeats with the low-resolution pixel grid, and tile boundaries of such a restorer lie
+    on that grid; this ratio leaves that pattern out and keeps what the tiles add.
     """
     if restored.shape != clean.shape:
         raise EnfoldError(f"seam_ratio needs images of one shape, got {tuple(restored.shape)} "
@@ -176,7 +181,15 @@ def seam_ratio(restored: torch.Tensor, clean: torch.Tensor, tile: int,
                               for e in (s, s - 1, s + tile - 1, s + tile)])
         return torch.isin(i, edges) & (i > 0) & (i < n - 1)
 
-    seam = near_seam(h)[:, None] | near_seam(w)[None, :]  # (H, W)
+    def same_phase(seam_1d: torch.Tensor) -> torch.Tensor:
+        i = torch.arange(seam_1d.shape[0])
+        return torch.isin(i % phase, torch.unique(i[seam_1d] % phase))
+
+    rows, cols = near_seam(h), near_seam(w)
+    seam = rows[:, None] | cols[None, :]  # (H, W)
+    rest = ~seam
+    if phase is not None:
+        rest = rest & (same_phase(rows)[:, None] | same_phase(cols)[None, :])
     seam_err = err[..., seam].mean()
-    rest_err = err[..., ~seam].mean()
+    rest_err = err[..., rest].mean()
     return float(seam_err / rest_err.clamp_min(1e-20))
