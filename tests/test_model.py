@@ -170,6 +170,29 @@ def test_noise_level_input_scales_the_step_by_sigma_squared():
     torch.testing.assert_close(twice, 4 * at_ref, rtol=1e-4, atol=1e-6)
 
 
+def test_each_step_can_be_told_its_own_noise_level():
+    """``sigma`` as a function ``(x_k, k)``: called before every step with the image that step
+    starts from; a constant function is the fixed sigma, a changed one changes later steps."""
+    model = make(*NOISE_LEVEL)
+    x, _, _ = batch()
+    seen: list[tuple[int, torch.Tensor]] = []
+
+    def constant(x_k: torch.Tensor, k: int) -> float:
+        seen.append((k, x_k))
+        return 0.1
+
+    fixed = model.restore_steps(x, 3, sigma=0.1)
+    called = model.restore_steps(x, 3, sigma=constant)
+    assert [k for k, _ in seen] == [0, 1, 2]
+    torch.testing.assert_close(seen[1][1], fixed[0])  # step 1 starts from step 0's output
+    for a, b in zip(fixed, called, strict=True):
+        torch.testing.assert_close(a, b)
+    halved = model.restore_steps(x, 3, sigma=lambda x_k, k: 0.1 if k == 0 else 0.05)
+    torch.testing.assert_close(halved[0], fixed[0])
+    torch.testing.assert_close(halved[1] - halved[0],
+                               model.restore_steps(fixed[0], 1, sigma=0.05)[0] - fixed[0])
+
+
 def test_noise_level_is_read_off_the_pair_in_pixels_and_trains():
     model = make(*NOISE_LEVEL)  # data.std 0.5: a pixel sigma s is 2 s normalised
     _, clean, _ = batch(b=4, size=8)

@@ -20,6 +20,7 @@ same values either way.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,8 @@ from enfold.model.heads import build_energy_head
 from enfold.model.losses import NEEDS_SIGMA, pair_noise_level, reconstruction_error
 from enfold.model.peers import PEERS
 
+# each step's noise level from the image it starts from and its index: (x_k, k) -> sigma
+SigmaAt = Callable[[torch.Tensor, int], "torch.Tensor | float"]
 GRID_SHIFTS = (1, 4)  # one patch grid, or the four shifts of it by half a patch
 
 
@@ -187,7 +190,7 @@ class EnergyViT(nn.Module):
     def restore_steps(
         self, x: torch.Tensor, steps: int | None = None, create_graph: bool = False,
         noise: float = 0.0, weight: torch.Tensor | None = None,
-        sigma: torch.Tensor | float | None = None,
+        sigma: torch.Tensor | float | SigmaAt | None = None,
     ) -> list[torch.Tensor]:
         """Every restoration step ``[x_1, ..., x_K]``, each ``(B, C, H, W)``.
 
@@ -195,10 +198,13 @@ class EnergyViT(nn.Module):
         order); otherwise the steps are computed without a parameter graph (inference).
         ``weight`` (``(B, 1, H, W)``, 1 where corrupted) tells the mask projection which pixels
         are visible; without it the holes are found from their fill value. ``sigma`` (a number
-        or ``(B,)``, pixels) is the noise level a ``model.noise_level_input`` restorer needs.
+        or ``(B,)``, pixels) is the noise level a ``model.noise_level_input`` restorer needs;
+        it may also be a function ``(x_k, k) -> sigma`` called before each step ``k`` (from 0)
+        with the image that step starts from, e.g. the given level first and then the noise an
+        estimator finds left in the image.
         """
         alpha = self.step_sizes(steps)
-        scale = self.step_scale(sigma, x)  # 1, or (B, 1, 1, 1)
+        scale = None if callable(sigma) else self.step_scale(sigma, x)  # 1, or (B, 1, 1, 1)
         train = create_graph and torch.is_grad_enabled()
         known = self.consistency.prepare(x, weight)  # what the measurement pins down
         x = self.consistency.start(x, known)  # e.g. holes filled smoothly before the first step
@@ -207,7 +213,8 @@ class EnergyViT(nn.Module):
             # backprop_steps="last": earlier steps only move the starting point of the last
             detach = self.backprop_steps == "last" and k < alpha.shape[0] - 1
             with torch.set_grad_enabled(train and not detach):
-                x = x - alpha[k] * scale * self.energy_grad(x)  # (B, C, H, W)
+                step_scale = self.step_scale(sigma(x, k), x) if callable(sigma) else scale
+                x = x - alpha[k] * step_scale * self.energy_grad(x)  # (B, C, H, W)
                 x = self.consistency.apply(x, known)
                 if noise > 0:
                     x = x + noise * torch.randn_like(x)  # Langevin-style exploration
@@ -215,7 +222,7 @@ class EnergyViT(nn.Module):
         return out
 
     def restore(self, x: torch.Tensor, steps: int | None = None, create_graph: bool = False,
-                sigma: torch.Tensor | float | None = None) -> torch.Tensor:
+                sigma: torch.Tensor | float | SigmaAt | None = None) -> torch.Tensor:
         """Restore a corrupted image by gradient descent on the energy: ``x_0 -> x_K``."""
         return self.restore_steps(x, steps, create_graph, sigma=sigma)[-1]
 
