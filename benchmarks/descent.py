@@ -55,6 +55,8 @@ ARMS: dict[str, list[str]] = {
 }
 KS = range(1, 9)
 NOISE_SIGMAS = (0.05, 0.1, 0.2)
+SIGMA_FLOOR = 1e-3  # a re-estimated noise level below this is this (a step of almost nothing)
+REESTIMATED = ", sigma re-estimated"  # the row of an arm scored with re-estimated noise levels
 TIMING_WARMUP = 3  # untimed ONNX Runtime runs before the timed ones (--time-onnx)
 
 
@@ -242,10 +244,6 @@ def time_onnx(args: argparse.Namespace) -> None:
                          args.onnx_repeats, time.time() - t0)
     write_section(args.results, f"descent-{args.task}-timing", text)
     print(text)
-
-
-SIGMA_FLOOR = 1e-3  # a re-estimated noise level below this is this (a step of almost nothing)
-REESTIMATED = ", sigma re-estimated"  # the row of an arm scored with re-estimated noise levels
 
 
 def main() -> None:

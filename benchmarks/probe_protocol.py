@@ -19,7 +19,6 @@ own baseline for the others, not a copy of the learning curves' number. Writes t
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 import time
@@ -70,21 +69,21 @@ def readouts(checkpoint: Path, cfg, images: torch.Tensor, batch: int = 500
 def fit_probe(train_x: torch.Tensor, train_y: torch.Tensor, cfg, seed: int) -> nn.Module:
     """Batch norm without affine and a linear layer, trained as the pipeline's linear arm:
     AdamW at its learning rate and weight decay, warmup then cosine, label smoothing."""
+    from enfold.pipeline.schedule import lr_at, scaled_lr
+
     torch.manual_seed(seed)
     head = nn.Sequential(nn.BatchNorm1d(train_x.shape[1], affine=False, eps=1e-6),
                          nn.Linear(train_x.shape[1], 10))
     nn.init.trunc_normal_(head[1].weight, std=0.01)
     nn.init.zeros_(head[1].bias)
     t = cfg.train
-    lr = t.base_lr * cfg.data.batch_size / 256
+    lr = scaled_lr(t.base_lr, cfg.data.batch_size, t.lr_batch_base)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=t.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     head.train()
     for step in range(t.max_steps):
-        scale = (step + 1) / t.warmup_steps if step < t.warmup_steps else 0.5 * (
-            1 + math.cos(math.pi * (step - t.warmup_steps) / (t.max_steps - t.warmup_steps)))
         for group in opt.param_groups:
-            group["lr"] = lr * scale
+            group["lr"] = lr_at(step, lr, t.max_steps, t.warmup_steps)
         idx = torch.randint(0, train_x.shape[0], (cfg.data.batch_size,), generator=gen)
         loss = F.cross_entropy(head(train_x[idx]), train_y[idx],
                                label_smoothing=cfg.finetune.label_smoothing)
@@ -102,17 +101,10 @@ def knn_top1(bank: torch.Tensor, bank_y: torch.Tensor, test: torch.Tensor,
     return float((scores.argmax(1) == test_y).float().mean())
 
 
-def labelled(cfg, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The seed's 10 labelled images per class and the full test set, normalised, no flips."""
-    from enfold.pipeline.finetune import labelled_sets
-
-    train, heldout = labelled_sets(cfg)
-
-    def stack(ds) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)
-        return torch.stack(xs), torch.tensor(ys)
-
-    return (*stack(train), *stack(heldout))
+def stack(ds) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image of a labelled set (evaluation samples: normalised, no flips) and its label."""
+    xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)
+    return torch.stack(xs), torch.tensor(ys)
 
 
 def main() -> None:
@@ -125,14 +117,17 @@ def main() -> None:
 
     t0 = time.time()
     scores: dict[tuple[str, str], dict[str, list[float]]] = {}
+    from enfold.pipeline.finetune import labelled_sets
+
     test_x = test_y = None
     by_seed = {}
     for seed in args.seeds:
         cfg = load_config(FINETUNE, ["finetune.mode=linear", f"train.seed={seed}",
                                      "data.labels_per_class=10"])
-        tx, ty, hx, hy = labelled(cfg, seed)
-        by_seed[seed] = (cfg, tx, ty)
-        test_x, test_y = hx, hy  # the same full test set for every seed
+        train, heldout = labelled_sets(cfg)
+        by_seed[seed] = (cfg, *stack(train))
+        if test_x is None:  # the same full test set for every seed: read once
+            test_x, test_y = stack(heldout)
     for name, ckpt in encoders(args.budget).items():
         cfg0 = by_seed[args.seeds[0]][0]
         test_feats = readouts(ckpt, cfg0, test_x)

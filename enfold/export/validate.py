@@ -228,9 +228,12 @@ def psnr_by_steps(checkpoint: Checkpoint, meta: Sidecar, runs: Runs,
     by_k: dict[str, float] = {}
     with torch.no_grad():
         for k in range(1, max_steps + 1):
-            reference = TorchBackend(checkpoint, "restorer", "cpu", steps=k, task=meta.task,
-                                     grid_shifts=meta.grid_shifts)
-            restored = reference(runs.inputs[:usable], *extras.values()).float()
+            if k == meta.steps:  # the validation's own reference already ran this K
+                restored = runs.ref
+            else:
+                reference = TorchBackend(checkpoint, "restorer", "cpu", steps=k, task=meta.task,
+                                         grid_shifts=meta.grid_shifts)
+                restored = reference(runs.inputs[:usable], *extras.values()).float()
             pixels = denormalize(restored, runs.mean, runs.std)
             by_k[str(k)] = float(region_psnr(pixels, runs.clean[:usable],
                                              runs.weight[:usable]).mean())
