@@ -8,8 +8,9 @@ Three parts, each measured side by side in one run:
    input made from the clean photo (noise at sigma 0.1; a truly low-resolution image, area-
    downsampled x2 / x4; free-form holes drawn at photo scale; the gray photo), restored whole by
    ``enfold.runtime.restore_image`` with blended tiles at the default stride (the shipped
-   behaviour), at the earlier default (half a tile, on the patch grid) and abutting, and by the
-   classical method of the task. Whole-photo PSNR, the seam ratio (squared error on the rows
+   behaviour), at the earlier default (half a tile, on the patch grid) and abutting (mask: and
+   with each tile filling its holes on its own, the earlier start), and by the classical method
+   of the task. Whole-photo PSNR, the seam ratio (squared error on the rows
    and columns next to the tile boundaries over the error elsewhere: about 1 without seams; at
    the tiles actually run, and on a fixed 32-pixel grid, where the tile-free classical output
    shows what the patch or super-resolution grid alone gives), seconds per megapixel and peak
@@ -53,6 +54,7 @@ SIGMAS = (0.02, 0.05, 0.1, 0.15, 0.2)
 TILE = 32
 HALF = 16  # the earlier default stride: half a tile, on the patch grid
 BEFORE = f"enfold, stride {HALF} (the earlier default)"
+FLAT_START = "enfold, holes filled tile by tile (the earlier start)"
 NATIVE = 10**6  # a shorter side no photo reaches: native resolution
 
 
@@ -274,12 +276,15 @@ def whole_photos(sessions: dict, photos: list[str], short_side: int, seed: int) 
                    "input": input_psnr(task, x, ref, options)}
             default = used_stride(session, task, None)
             phase = options.get("scale")  # super-resolution: its low-resolution pixel grid
-            for label, stride in (("enfold", None), (BEFORE, HALF),
-                                  ("enfold, abutting tiles", TILE)):
+            variants = [("enfold", None, {}), (BEFORE, HALF, {}),
+                        ("enfold, abutting tiles", TILE, {})]
+            if task == "mask":  # the earlier start: each tile fills its holes on its own
+                variants.insert(1, (FLAT_START, None, {"smooth_start": False}))
+            for label, stride, more in variants:
                 if stride == default:  # the default already is this stride (sr x4)
                     continue
                 out, sec, mb = timed(partial(enfold_restore, session, x, task, stride,
-                                             **options))
+                                             **options, **more))
                 used = used_stride(session, task, stride)
                 row[label] = {"psnr": psnr(out, ref), "s_per_mp": sec / mp, "peak_mb": mb,
                               "stride": used, "seam_tiles": seam(out, ref, TILE, used),

@@ -149,6 +149,44 @@ def test_a_free_form_mask_file_restores_only_inside_it(models, tmp_path, monkeyp
         assert r.status_code == 422 and "4x4" in r.json()["detail"]
 
 
+def test_push_pull_fills_holes_smoothly_and_keeps_the_rest():
+    from enfold.runtime.fill import push_pull_fill
+
+    h, w = 45, 70
+    yy, xx = torch.meshgrid(torch.arange(h) / h, torch.arange(w) / w, indexing="ij")
+    ramp = torch.stack([xx, yy, 0.5 + 0.4 * xx * yy])  # smooth, like sky or skin
+    holes = _blob_mask(h, w)[None]
+    inside = holes[0].bool()
+    filled = push_pull_fill(ramp * (1 - holes), holes)
+    assert torch.equal(filled[:, ~inside], ramp[:, ~inside])  # known pixels untouched
+    assert (filled - ramp).abs()[:, inside].max() < 0.08  # the flat fill is off by up to 0.95
+    const = torch.full((3, h, w), 0.3)
+    assert torch.allclose(push_pull_fill(const * (1 - holes), holes), const)
+    nothing_known = torch.rand(3, h, w)
+    assert torch.equal(push_pull_fill(nothing_known, torch.ones(1, h, w)), nothing_known)
+
+
+def test_mask_tiles_start_from_the_whole_photo_fill(models):
+    """The restorer is told where the holes are, so its tiles get the whole photo's smooth
+    guess in them (``smooth_start``, the default) instead of the flat fill."""
+    from enfold.runtime import load
+    from enfold.runtime.restore import restore_image
+
+    session = load(models["mask"])
+    h, w = 40, 52
+    img, holes = _photo(h, w, seed=2), _blob_mask(h, w)
+    seen: dict[bool, list[torch.Tensor]] = {True: [], False: []}
+    for smooth in (True, False):
+        def run(tiles, mask, smooth=smooth):
+            seen[smooth].append(tiles[mask.expand_as(tiles) > 0])
+            return session.restore(tiles, mask=mask)
+
+        restore_image(session, img, "mask", mask=holes, run=run, smooth_start=smooth)
+    flat, smooth = torch.cat(seen[False]), torch.cat(seen[True])
+    assert (flat == 0).all()  # the mask's fill
+    assert smooth.min() > 0.1  # the photo's colours (0.2 and up), carried into the holes
+
+
 # ----------------------------------------------------------------------------- gray
 
 

@@ -26,6 +26,7 @@ import torch
 from enfold.corrupt.noise import estimate_sigma  # noqa: F401  (re-exported)
 from enfold.errors import EnfoldError
 from enfold.runtime.blend import TILE_BATCH, Progress, blend_tiles, default_stride, pad_to
+from enfold.runtime.fill import push_pull_fill
 from enfold.runtime.images import tile, untile
 from enfold.runtime.session import InferenceSession
 
@@ -266,7 +267,7 @@ def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None
                   sigma: float | None = None, scale: int | None = None,
                   mask: torch.Tensor | None = None, stride: int | None = None,
                   batch: int = TILE_BATCH, progress: Progress | None = None,
-                  run: Any = None) -> Restoration:
+                  run: Any = None, smooth_start: bool = True) -> Restoration:
     """Restore ``img`` (``(C, H, W)`` in [0, 1], any size) with the session's restorer.
 
     * ``task``: the pretext task the input suffers from (default: the artifact's);
@@ -279,6 +280,8 @@ def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None
     * ``mask``: ``mask`` only: ``(H, W)`` or ``(1, H, W)``, 1 (white) where pixels are missing,
       any shape; without it the holes are found from the fill value in whole patches;
     * ``keep_known``: pixels known exactly (outside the holes) are the input's own;
+    * ``smooth_start``: ``mask`` only: the tiles start from the holes filled smoothly from the
+      whole image (:func:`enfold.runtime.fill.push_pull_fill`), not from the flat fill;
     * ``stride``, ``batch``, ``progress``: the tiling (see :func:`enfold.runtime.blend.
       blend_tiles`); ``run(tiles, extra)`` replaces ``session.restore`` (the server's batcher).
     """
@@ -313,7 +316,12 @@ def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None
             extra["mask"] = tiles[:, chans:].contiguous()
         return torch.as_tensor(restore(tiles[:, :chans].contiguous(), **extra))
 
-    stack = torch.cat([x, weight]) if feed_mask else x
+    start = x
+    if task == "mask" and smooth_start and feed_mask and weight is not None:
+        # the graph is told where the holes are, so they may hold a guess instead of the fill;
+        # holes wider than a tile need the whole photo for it
+        start = push_pull_fill(x, weight)
+    stack = torch.cat([start, weight]) if feed_mask else start
     out = blend_tiles(stack, session.img_size, run_tiles, tile_stride(session, task, stride),
                       _tile_align(meta, task), batch, progress)
     if keep_known and weight is not None:
