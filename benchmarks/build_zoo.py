@@ -53,20 +53,25 @@ class ModelSpec:
     train: tuple[str, ...]  # the commands that train the run from nothing
     description: str
     grid_shifts: int | None = None
+    steps: int | None = None  # a restorer's K, default the trained K
+    step_decay: float | None = None  # steps beyond the trained K shrink by it (--step-decay)
     timm: bool = False  # the encoder also as timm weights (model.safetensors + config.json)
     try_fp16: bool = True
     metric_args: dict[str, Any] = field(default_factory=dict)  # count, bank_per_class
 
 
 def _restorer(task: str, what: str, grid_shifts: int | None = None,
-              recipe: str | None = None) -> ModelSpec:
+              recipe: str | None = None, steps: int | None = None,
+              step_decay: float | None = None) -> ModelSpec:
     """The shipped restorer of ``task``, trained from configs/pretrain/restore-<recipe>.yaml
-    (``recipe`` defaults to the task) into runs/restore/<recipe>."""
+    (``recipe`` defaults to the task) into runs/restore/<recipe>, exported with ``steps``
+    and ``step_decay`` when given."""
     recipe = recipe or task
     run, config = f"runs/restore/{recipe}", f"configs/pretrain/restore-{recipe}.yaml"
     return ModelSpec(task, task, "restorer", run, config,
                      (f"enfold pretrain --config {config} --out {run}",),
-                     f"restores {what} in colour photos (32x32 tiles)", grid_shifts)
+                     f"restores {what} in colour photos (32x32 tiles)", grid_shifts, steps,
+                     step_decay)
 
 
 # the encoder of 16 epochs (configs/pretrain/fmnist-16ep.yaml): fine-tuned from 10 labels per
@@ -118,7 +123,8 @@ def _export(spec: ModelSpec, ckpt: str, out: Path, precision: str) -> dict[str, 
     from enfold.export.export import export_artifact
 
     return export_artifact(ckpt, spec.target, "onnx", out, precision=precision,
-                           grid_shifts=spec.grid_shifts)
+                           grid_shifts=spec.grid_shifts, steps=spec.steps,
+                           step_decay=spec.step_decay)
 
 
 def _drop(artifact: Path) -> None:
@@ -187,6 +193,10 @@ def export_command(spec: ModelSpec, ckpt: str, precision: str) -> str:
     parts = [f"enfold export --checkpoint {ckpt} --target {spec.target} --format onnx"]
     if spec.grid_shifts:
         parts.append(f"--grid-shifts {spec.grid_shifts}")
+    if spec.steps:
+        parts.append(f"--steps {spec.steps}")
+    if spec.step_decay:
+        parts.append(f"--step-decay {spec.step_decay:g}")
     if precision != "fp32":
         parts.append(f"--precision {precision}")
     return " ".join([*parts, f"--out exports/{spec.name}"])

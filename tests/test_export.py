@@ -84,6 +84,38 @@ def test_grid_shifted_restorer_is_validated_against_the_same_energy(checkpoints,
                         grid_shifts=4)
 
 
+def test_step_decay_shrinks_the_steps_beyond_the_trained_k(checkpoints, tmp_path):
+    """``--step-decay d``: each step beyond the trained K (2 here) is d times the one before,
+    baked into the graph, recorded in the sidecar and the card, and validated against PyTorch
+    with the same decay; a sidecar that hides it fails validation."""
+    from enfold.errors import EnfoldError
+    from enfold.export.validate import validate_artifact
+
+    pre = checkpoints["pretrain"]
+    result = export_artifact(pre, "restorer", "onnx", tmp_path, steps=4, step_decay=0.5)
+    assert result["artifact"].endswith("restorer-k4-d0.5.onnx")
+    assert result["validation"]["passed"]
+    sidecar = tmp_path / "restorer-k4-d0.5.onnx.json"
+    meta = json.loads(sidecar.read_text())
+    a = meta["step_sizes"]
+    assert meta["step_decay"] == 0.5 and meta["trained_steps"] == 2
+    assert a[2] == pytest.approx(a[1] * 0.5) and a[3] == pytest.approx(a[1] * 0.25)
+    plain = build_spec(pre, "restorer", 4, trace=False).metadata
+    assert "step_decay" not in plain and plain["step_sizes"][3] == pytest.approx(a[1])
+    card = (tmp_path / "README.md").read_text()
+    assert "0.5 times the one before" in card and "--step-decay 0.5" in card
+    meta.pop("step_decay")  # the graph's decay no longer declared
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(EnfoldError, match="disagrees .* on step_decay"):
+        validate_artifact(result["artifact"], pre, batches=(1, 3))
+    for bad in (0.0, 1.5):
+        with pytest.raises(EnfoldError, match="step-decay must be in"):
+            export_artifact(pre, "restorer", "onnx", tmp_path / "bad", steps=4, step_decay=bad)
+    with pytest.raises(EnfoldError, match="restorer target"):
+        export_artifact(checkpoints["pretrain"], "energy", "onnx", tmp_path / "e",
+                        step_decay=0.5)
+
+
 def test_classifier_onnx_gives_identical_top1_labels(checkpoints, tmp_path):
     report = export_artifact(checkpoints["finetune"], "classifier", "onnx", tmp_path)["validation"]
     assert report["top1_agreement"] == 1.0 and report["max_abs_error"] <= 1e-4

@@ -61,12 +61,12 @@ class TorchBackend(Backend):
 
     def __init__(self, checkpoint: str | Path | CheckpointFile, target: str, device: str,
                  steps: int | None = None, task: str | None = None,
-                 grid_shifts: int | None = None) -> None:
+                 grid_shifts: int | None = None, step_decay: float | None = None) -> None:
         if device == "cuda" and not torch.cuda.is_available():
             raise EnfoldError("--device cuda: no CUDA GPU is visible to PyTorch "
                               "(torch.cuda.is_available() is False); use --device cpu")
         # eager: the restorer runs model.restore itself (autograd input gradients)
-        self.spec = torch_target(checkpoint, target, steps, task, grid_shifts)
+        self.spec = torch_target(checkpoint, target, steps, task, grid_shifts, step_decay)
         self.module = self.spec.module.to(device)
         self.device = device
         self.embedded = self.spec.metadata

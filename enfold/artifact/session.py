@@ -291,7 +291,8 @@ def torch_runner(path: Path, meta: Sidecar, device: str,
         raise EnfoldError(f"{ckpt} changed since the artifact was exported (sha256 differs); "
                           "re-export, or pass the checkpoint itself as --model")
     return TorchBackend(open_checkpoint(ckpt, sha256=digest), meta.target, device,
-                        steps=meta.steps, task=meta.task, grid_shifts=meta.grid_shifts)
+                        steps=meta.steps, task=meta.task, grid_shifts=meta.grid_shifts,
+                        step_decay=meta.step_decay)
 
 
 def build_runner(backend: str, path: Path, meta: Sidecar, device: str,

@@ -25,7 +25,8 @@ from enfold.output_files import write_output
 
 # Sidecar fields that change what an artifact computes or how its inputs and outputs are read.
 RESULT_KEYS = ("target", "img_size", "in_chans", "mean", "std", "patch_size", "class_names",
-               "steps", "step_sizes", "task", "tasks", "corrupt", "checkpoint_sha256")
+               "steps", "step_sizes", "step_decay", "task", "tasks", "corrupt",
+               "checkpoint_sha256")
 REQUIRED = ("format", "target", "img_size", "in_chans", "mean", "std")
 REEXPORT = "export it again with `enfold export`"
 # what PyTorch eager on a checkpoint describes itself as (a session's metadata, never a file)
@@ -70,6 +71,7 @@ class Sidecar:
     restorer_inputs: tuple[str, ...] | None = None
     noise_ref: float | None = None
     grid_shifts: int | None = None
+    step_decay: float | None = None  # steps beyond the trained K shrink by it; absent: 1
     # "energy" (K steps down the energy) or a learned peer ("direct_vit", "dncnn": one forward
     # pass); absent from sidecars written before peers could be exported, all of them energy
     restorer: str | None = None
@@ -214,6 +216,9 @@ def _check_lists(meta: dict[str, Any], bad) -> None:
             raise bad("class_names holds the same name twice")
     if meta.get("grid_shifts", 1) not in (1, 4):
         raise bad(f"grid_shifts must be 1 or 4, got {meta['grid_shifts']!r}")
+    decay = meta.get("step_decay", 1)
+    if not _numbers([decay]) or not 0 < decay <= 1:
+        raise bad(f"step_decay must be a number in (0, 1], got {decay!r}")
     if meta["target"] == "restorer":
         if "steps" not in meta:
             raise bad("a restorer needs steps")

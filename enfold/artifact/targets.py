@@ -58,11 +58,13 @@ class TorchTarget:
 
 
 def torch_target(checkpoint: str | Path | CheckpointFile, target: str, steps: int | None = None,
-                 task: str | None = None, grid_shifts: int | None = None) -> TorchTarget:
+                 task: str | None = None, grid_shifts: int | None = None,
+                 step_decay: float | None = None) -> TorchTarget:
     """Load ``checkpoint`` (a path, or a file already opened: it is then neither read nor
     hashed again) and wrap what ``target`` computes (``steps`` and ``task``: the restorer's
     number of steps, default the trained K, and the pretext task it is for; ``grid_shifts``:
-    the patch grids the energy of a restorer or energy target averages over, default 1)."""
+    the patch grids the energy of a restorer or energy target averages over, default 1;
+    ``step_decay``: how an energy restorer shrinks its steps beyond the trained K, default 1)."""
     from enfold.checkpoint.load import load_model, open_checkpoint
     from enfold.checkpoint.store import library_versions
     from enfold.config import to_dict
@@ -91,6 +93,8 @@ def torch_target(checkpoint: str | Path | CheckpointFile, target: str, steps: in
     if grid_shifts not in (None, 1) and not kind.grid_shifts:
         raise EnfoldError(f"--grid-shifts applies to the restorer and energy targets, not "
                           f"{target!r}; drop it")
+    if step_decay not in (None, 1) and target != "restorer":
+        raise EnfoldError(f"--step-decay applies to the restorer target, not {target!r}; drop it")
     if target == "classifier":
         if stage != "finetune":
             raise EnfoldError(f"--target classifier needs a finetune checkpoint; {checkpoint} "
@@ -103,6 +107,9 @@ def torch_target(checkpoint: str | Path | CheckpointFile, target: str, steps: in
         raise EnfoldError(f"--target {target} needs a pretrain checkpoint; {checkpoint} is a "
                           f"'{stage}' checkpoint")
     if cfg.model.restorer != "energy":  # a learned peer: one forward pass, no energy
+        if step_decay not in (None, 1):
+            raise EnfoldError(f"--step-decay shrinks the steps down an energy; a "
+                              f"{cfg.model.restorer} restorer has one forward pass: drop it")
         return _peer_restorer(loaded, target, steps, task, grid_shifts, meta)
     if target == "encoder":
         return TorchTarget(target, TargetModule(model.pooled_features, model), model, size,
@@ -114,6 +121,9 @@ def torch_target(checkpoint: str | Path | CheckpointFile, target: str, steps: in
     steps = steps or model.num_steps
     if steps < 1:
         raise EnfoldError(f"--steps must be at least 1, got {steps}")
+    model.set_step_decay(1.0 if step_decay is None else step_decay)
+    if model.step_decay != 1:  # absent otherwise, as in sidecars written before it existed
+        meta["step_decay"] = model.step_decay
     meta.update(steps=steps, trained_steps=model.num_steps, restorer="energy",
                 step_sizes=[float(a) for a in model.step_sizes(steps).detach()])
     return _restorer_target(loaded, steps, task, meta)

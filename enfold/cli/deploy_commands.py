@@ -42,6 +42,10 @@ def export(
     grid_shifts: int | None = typer.Option(
         None, "--grid-shifts", help="Restorer and energy: average the energy over 1 patch grid "
         "(default) or 4 (shifted by half a patch: fewer block seams, 4x the compute)."),
+    step_decay: float | None = typer.Option(
+        None, "--step-decay", help="Restorer: each step beyond the trained K is this times the "
+        "one before, in (0, 1] (default 1: all of them the last trained step; the model card's "
+        "PSNR by K shows which K and decay help)."),
     batch: str = typer.Option("1:8:32", help="MIN:OPT:MAX batch (TensorRT profile; the "
                               "TorchScript restorer is traced at OPT)."),
     precision: Precision = typer.Option(Precision("fp32"),
@@ -61,7 +65,7 @@ def export(
         check_out_dir(triton_repo, "--triton-repo")
     result = export_artifact(str(checkpoint), typed(target), typed(format_), out, steps,
                              typed(task), batch, typed(precision), validate, triton_repo,
-                             grid_shifts, overwrite=overwrite)
+                             grid_shifts, overwrite=overwrite, step_decay=step_decay)
     typer.echo(f"wrote {result['artifact']} (+ {Path(result['sidecar']).name}, "
                f"model card {result['card']})")
     if "triton" in result:

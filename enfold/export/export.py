@@ -31,9 +31,10 @@ def parse_batch(text: str) -> tuple[int, int, int]:
 
 
 def artifact_path(out_dir: Path, target: str, fmt: str, precision: str,
-                  steps: int | None, grid_shifts: int = 1) -> Path:
+                  steps: int | None, grid_shifts: int = 1, step_decay: float = 1.0) -> Path:
     name = target + (f"-k{steps}" if target == "restorer" and steps else "")
     name += f"-g{grid_shifts}" if grid_shifts > 1 else ""
+    name += f"-d{step_decay:g}" if step_decay != 1 else ""
     name += "-fp16" if precision == "fp16" else ""
     return out_dir / (name + BY_NAME[fmt].suffix)
 
@@ -42,7 +43,8 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
                     steps: int | None = None, task: str | None = None, batch: str = "1:8:32",
                     precision: str = "fp32", validate: bool = True,
                     triton_repo: str | Path | None = None,
-                    grid_shifts: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+                    grid_shifts: int | None = None, overwrite: bool = False,
+                    step_decay: float | None = None) -> dict[str, Any]:
     """Export and (unless ``validate=False``) validate; returns the paths and the report.
 
     Every export rewrites the folder's model card (``README.md``); ``triton_repo`` also writes
@@ -69,10 +71,12 @@ def export_artifact(checkpoint: str, target: str, fmt: str, out_dir: str | Path,
     if form.export_checks:  # fail fast, before any tracing, when the format cannot run here
         form.check()
     opened = open_checkpoint(checkpoint)
-    spec = build_spec(opened, target, steps, task, grid_shifts=grid_shifts)
+    spec = build_spec(opened, target, steps, task, grid_shifts=grid_shifts,
+                      step_decay=step_decay)
     out_dir = Path(out_dir)
     path = artifact_path(out_dir, target, fmt, precision, spec.metadata.get("steps"),
-                         spec.metadata.get("grid_shifts", 1))
+                         spec.metadata.get("grid_shifts", 1),
+                         spec.metadata.get("step_decay", 1.0))
     planned = [path, sidecar_path(path)]
     for other in form.beside:  # e.g. the ONNX model a TensorRT engine is built from
         beside = path.with_suffix(BY_NAME[other].suffix)

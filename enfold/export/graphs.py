@@ -143,13 +143,13 @@ def follow_input_device(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 def build_spec(checkpoint: str | Path | CheckpointFile, target: str, steps: int | None = None,
                task: str | None = None, trace: bool = True,
-               grid_shifts: int | None = None) -> ExportSpec:
+               grid_shifts: int | None = None, step_decay: float | None = None) -> ExportSpec:
     """Rebuild the model of ``checkpoint`` (a path, or a file already opened) and the graph
     for ``target``.
 
     ``trace=False`` skips tracing the restorer graph (when only the eager module is needed).
     """
-    eager = torch_target(checkpoint, target, steps, task, grid_shifts)
+    eager = torch_target(checkpoint, target, steps, task, grid_shifts, step_decay)
     module = eager.module
     if target == "restorer" and trace and eager.metadata["restorer"] == "energy":
         module = unrolled_restorer(eager.model, eager.metadata["steps"])

@@ -142,7 +142,7 @@ def run_both(artifact: Path, checkpoint: Checkpoint, meta: Sidecar,
     session = open_artifact(artifact, FORMAT_BACKEND[meta.format], device)
     checkpoint = open_checkpoint(checkpoint)  # read once: the reference, the data, the config
     reference = TorchBackend(checkpoint, target, "cpu", steps=meta.steps, task=meta.task,
-                             grid_shifts=meta.grid_shifts)
+                             grid_shifts=meta.grid_shifts, step_decay=meta.step_decay)
     # every sidecar field that changes results (sizes, normalisation, class names, steps, step
     # sizes, task settings) must be the checkpoint's: equal outputs alone would not show an
     # edited mean or a wrong class list
@@ -232,7 +232,8 @@ def psnr_by_steps(checkpoint: Checkpoint, meta: Sidecar, runs: Runs,
                 restored = runs.ref
             else:
                 reference = TorchBackend(checkpoint, "restorer", "cpu", steps=k, task=meta.task,
-                                         grid_shifts=meta.grid_shifts)
+                                         grid_shifts=meta.grid_shifts,
+                                         step_decay=meta.step_decay)
                 restored = reference(runs.inputs[:usable], *extras.values()).float()
             pixels = denormalize(restored, runs.mean, runs.std)
             by_k[str(k)] = float(region_psnr(pixels, runs.clean[:usable],

@@ -84,6 +84,7 @@ class EnergyViT(nn.Module):
         self.in_chans = model_cfg.in_chans
         self.patch_size = model_cfg.patch_size
         self.grid_shifts = 1  # an inference setting (set_grid_shifts); training uses one grid
+        self.step_decay = 1.0  # an inference setting (set_step_decay): steps beyond the trained K
         self.loss_cfg = loss_cfg or LossConfig()
         self.margin_weight = loss_cfg.margin_weight if loss_cfg else 0.0
         self.margin = loss_cfg.margin if loss_cfg else 1.0
@@ -141,6 +142,14 @@ class EnergyViT(nn.Module):
                               f"patch size {self.patch_size}")
         self.grid_shifts = shifts
 
+    def set_step_decay(self, decay: float) -> None:
+        """Steps beyond the trained K: each ``decay`` times the one before (1: all of them the
+        last trained alpha). Extra steps descend from an image the training never saw, where a
+        full step can overshoot."""
+        if not 0 < decay <= 1:
+            raise ConfigError(f"--step-decay must be in (0, 1], got {decay}")
+        self.step_decay = float(decay)
+
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """One scalar energy per image: ``(B, C, H, W) -> (B,)``. Low means like the data."""
         if self.grid_shifts == 1:
@@ -156,11 +165,16 @@ class EnergyViT(nn.Module):
         return self.head(self.features(x))
 
     def step_sizes(self, steps: int | None = None) -> torch.Tensor:
-        """alpha_k for ``steps`` steps; steps beyond the trained K reuse the last alpha."""
+        """alpha_k for ``steps`` steps; steps beyond the trained K reuse the last alpha, times
+        ``step_decay`` once more for each further step (:meth:`set_step_decay`)."""
         steps = steps or self.num_steps
         alpha = self.log_step_sizes.exp()  # (K,)
-        if steps > self.num_steps:
-            alpha = torch.cat([alpha, alpha[-1:].expand(steps - self.num_steps)])
+        extra = steps - self.num_steps
+        if extra > 0 and self.step_decay == 1:
+            alpha = torch.cat([alpha, alpha[-1:].expand(extra)])
+        elif extra > 0:  # python scalars: no constant tensor enters a traced graph
+            alpha = torch.cat([alpha, *(alpha[-1:] * self.step_decay ** j
+                                        for j in range(1, extra + 1))])
         return alpha[:steps]
 
     def noise_level(self, corrupted: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
