@@ -68,6 +68,8 @@ EDITS = {
     "no-target": (lambda m: {k: v for k, v in m.items() if k != "target"}, "missing target"),
     "a-list": (lambda m: [m], "a JSON object, not list"),
     "grid-shifts": (lambda m: {**m, "grid_shifts": 3}, "grid_shifts must be 1 or 4"),
+    "step-decay": (lambda m: {**m, "step_decay": 1.5}, "step_decay must be a number in"),
+    "step-decay-text": (lambda m: {**m, "step_decay": "half"}, "step_decay must be a number in"),
 }
 
 
