@@ -47,18 +47,19 @@ def psnr_by_steps(model, cfg, pixels: torch.Tensor, clean: torch.Tensor, weight:
                               weight).mean()) for s in steps]
 
 
-def shipped_runs(tasks: list[str], zoo: Path) -> dict[str, Path]:
-    """The checkpoint each shipped restorer of ``tasks`` was exported from (its sidecar)."""
-    out = {}
-    for task in tasks:
-        sidecar = next((zoo / task).glob("restorer-*.onnx.json"))
-        out[task] = ROOT / json.loads(sidecar.read_text())["checkpoint"]
+def shipped_runs(names: list[str], zoo: Path) -> list[tuple[str, str, Path]]:
+    """``(name, task, checkpoint)`` of each shipped restorer in ``names`` (its sidecar: sr4 is
+    the sr task at another factor)."""
+    out = []
+    for name in names:
+        meta = json.loads(next((zoo / name).glob("restorer-*.onnx.json")).read_text())
+        out.append((name, meta["task"], ROOT / meta["checkpoint"]))
     return out
 
 
-def score(task: str, checkpoint: Path, images: int, max_steps: int,
+def score(name: str, task: str, checkpoint: Path, images: int, max_steps: int,
           decays: tuple[float, ...]) -> dict[str, object]:
-    """PSNR by K for each decay of one run on its held-out images."""
+    """PSNR by K for each decay of one run (``name``: the restorer's) on its held-out images."""
     from enfold.artifact.targets import restorer_inputs
     from enfold.checkpoint.load import load_model, open_checkpoint
     from enfold.export.validate import heldout_pixels
@@ -72,7 +73,7 @@ def score(task: str, checkpoint: Path, images: int, max_steps: int,
     extras = {name: known[name]() for name in restorer_inputs(model)}
     rows = {f"{d:g}": psnr_by_steps(model, cfg, pixels, clean, weight, extras, max_steps, d)
             for d in decays}
-    return {"task": task, "run": shown(checkpoint.parent), "trained_k": model.num_steps,
+    return {"task": name, "run": shown(checkpoint.parent), "trained_k": model.num_steps,
             "images": int(pixels.shape[0]), "by_decay": rows}
 
 
@@ -105,11 +106,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     t0 = time.time()
     tasks = [t for t in args.tasks.split(",") if t]
-    runs = [(t, c) for t, c in shipped_runs(tasks, args.zoo).items()]
-    runs += [(t, Path(r) / "checkpoint-last.pt") for t, r in (a.split("=", 1) for a in args.also)]
+    runs = shipped_runs(tasks, args.zoo)
+    runs += [(t, "sr" if t == "sr4" else t, Path(r) / "checkpoint-last.pt")
+             for t, r in (a.split("=", 1) for a in args.also)]
     results = []
-    for task, ckpt in runs:
-        results.append(score(task, ckpt, args.images, args.max_steps, tuple(args.decays)))
+    for name, task, ckpt in runs:
+        results.append(score(name, task, ckpt, args.images, args.max_steps,
+                             tuple(args.decays)))
         print(json.dumps(results[-1]), flush=True)
     command = "python benchmarks/step_decay.py " + " ".join(sys.argv[1:] if argv is None
                                                              else argv)
