@@ -74,8 +74,9 @@ def _restorer(task: str, what: str, grid_shifts: int | None = None,
                      step_decay)
 
 
-# the encoder of 16 epochs (configs/pretrain/fmnist-16ep.yaml): fine-tuned from 10 labels per
-# class it beats the 1-epoch one by about 9 points (docs/RESULTS.md, learning curves)
+# the encoder of 16 epochs at twice fmnist-tiny's learning rate (configs/pretrain/fmnist-16ep.yaml):
+# fine-tuned from 10 labels per class it beats the 1-epoch one by about 10 points and the 16-epoch
+# one at fmnist-tiny's learning rate by 1 (docs/RESULTS.md, learning curves)
 FMNIST_PRE = "runs/zoo/fmnist-pretrain-16ep"
 FMNIST_FT = "runs/zoo/fmnist-finetune-16ep"
 FMNIST_PRE_CONFIG = "configs/pretrain/fmnist-16ep.yaml"
