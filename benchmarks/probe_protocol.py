@@ -38,8 +38,11 @@ ALL = "blocks 1-4 concatenated, mean each"
 
 
 def encoders(budget: int) -> dict[str, Path]:
-    """The learning curves' checkpoints at ``budget`` steps: enfold and the MAE."""
+    """The learning curves' checkpoints at ``budget`` steps: enfold at fmnist-tiny's learning
+    rate and at twice it (the shipped fmnist-16ep recipe), and the MAE."""
     return {"enfold": CURVES / "enfold-h15000" / "pretrain" / f"checkpoint-step{budget}.pt",
+            "enfold, lr x2 (shipped)": CURVES / "enfold-base_lr-1.6e-2-h15000" / "pretrain"
+            / f"checkpoint-step{budget}.pt",
             "MAE": CURVES / "mae-h15000" / f"at-{budget}" / "pretrain" / "checkpoint-last.pt"}
 
 
@@ -146,7 +149,8 @@ def main() -> None:
     command = shlex.join(["python", "benchmarks/probe_protocol.py", *sys.argv[1:]])
     lines = [
         "## Probe protocol: which features the linear probe reads (Fashion-MNIST)", "",
-        f"Command: `{command}`. Encoders: the learning curves' enfold and MAE checkpoints at "
+        f"Command: `{command}`. Encoders: the learning curves' enfold (both learning rates) "
+        "and MAE checkpoints at "
         f"{args.budget} steps (`runs/learning_curves_long`). Each readout: batch norm without "
         "affine and a linear layer on frozen features of 10 labelled images per class (seeds "
         f"{', '.join(map(str, args.seeds))}), trained as the pipeline's linear arm "
