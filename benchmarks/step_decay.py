@@ -62,15 +62,13 @@ def score(name: str, task: str, checkpoint: Path, images: int, max_steps: int,
     """PSNR by K for each decay of one run (``name``: the restorer's) on its held-out images."""
     from enfold.artifact.targets import restorer_inputs
     from enfold.checkpoint.load import load_model, open_checkpoint
-    from enfold.export.validate import heldout_pixels
+    from enfold.export.validate import heldout_pixels, restorer_extras
 
     opened = open_checkpoint(checkpoint)
     (pixels, clean, weight), cfg = heldout_pixels(opened, "restorer", images, task)
     model = load_model(opened).model.eval()
     # the graph's other inputs as the validation gives them: the true noise level, the holes
-    known = {"sigma": lambda: (pixels - clean).float().pow(2).mean((1, 2, 3)).sqrt(),
-             "mask": lambda: weight.float()}
-    extras = {name: known[name]() for name in restorer_inputs(model)}
+    extras = restorer_extras(restorer_inputs(model), pixels, clean, weight)
     rows = {f"{d:g}": psnr_by_steps(model, cfg, pixels, clean, weight, extras, max_steps, d)
             for d in decays}
     return {"task": name, "run": shown(checkpoint.parent), "trained_k": model.num_steps,

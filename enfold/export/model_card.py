@@ -104,7 +104,7 @@ def _export_command(artifact: Path, meta: Sidecar) -> str:
         parts.append(f"--steps {meta.steps} --task {meta.task}")
     if (meta.grid_shifts or 1) != 1:
         parts.append(f"--grid-shifts {meta.grid_shifts}")
-    if (meta.step_decay or 1) != 1:
+    if meta.step_decay not in (None, 1):
         parts.append(f"--step-decay {meta.step_decay:g}")
     if meta.batch_profile:
         parts.append("--batch " + ":".join(str(b) for b in meta.batch_profile))
@@ -253,14 +253,14 @@ def _validations(exports: list[tuple[Path, Sidecar]]) -> list[str]:
             lines.append(f"- Validation of `{artifact.name}` against PyTorch on held-out "
                          "images: " + ", ".join(f"{k} {_fmt(report[k])}" for k in keys))
             by_k = report.get("psnr_pytorch_by_steps")
-            decay = f" --step-decay {meta.step_decay:g}" if (meta.step_decay or 1) != 1 else ""
+            decayed = meta.step_decay not in (None, 1)
+            decay = f" --step-decay {meta.step_decay:g}" if decayed else ""
             if by_k:
                 lines.append(
                     "- Restoration steps K on the same images (PSNR in PyTorch, dB): "
                     + ", ".join(f"K={k} {v:.2f}" for k, v in by_k.items())
                     + (f" (each step beyond the trained K = {meta.trained_steps} "
-                       f"{meta.step_decay:g} times the one before)"
-                       if (meta.step_decay or 1) != 1 else "")
+                       f"{meta.step_decay:g} times the one before)" if decayed else "")
                     + f"; best K = {report['best_steps']} (`enfold export --steps "
                     f"{report['best_steps']}{decay}`), this export has K = {meta.steps}")
         else:

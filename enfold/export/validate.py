@@ -82,13 +82,14 @@ def heldout_pixels(checkpoint: Checkpoint, target: str, count: int, task: str | 
     return corrupt_batch(corruption, images, cfg.eval.seed), cfg
 
 
-def restorer_extras(meta: Sidecar, pixels: torch.Tensor, clean: torch.Tensor,
-                    weight: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A restorer's other inputs for held-out pairs, in its order: each image's true noise
-    level (``sigma``, pixels) and its hole mask (``mask``)."""
+def restorer_extras(inputs: list[str] | tuple[str, ...] | None, pixels: torch.Tensor,
+                    clean: torch.Tensor, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A restorer's other inputs (``inputs``, its sidecar's ``restorer_inputs``) for held-out
+    pairs, in its order: each image's true noise level (``sigma``, pixels) and its hole mask
+    (``mask``)."""
     known = {"sigma": lambda: (pixels - clean).float().pow(2).mean((1, 2, 3)).sqrt(),
              "mask": lambda: weight.float()}
-    return {name: known[name]() for name in meta.restorer_inputs or []}
+    return {name: known[name]() for name in inputs or []}
 
 
 def heldout_inputs(checkpoint: Checkpoint, target: str, count: int, task: str | None = None):
@@ -153,7 +154,7 @@ def run_both(artifact: Path, checkpoint: Checkpoint, meta: Sidecar,
         raise ValidationError(str(exc)) from exc
     (pixels, clean, weight), cfg = heldout_pixels(checkpoint, target, count, meta.task)
     inputs = normalize(pixels, cfg.data.mean, cfg.data.std)
-    extras = restorer_extras(meta, pixels, clean, weight)
+    extras = restorer_extras(meta.restorer_inputs, pixels, clean, weight)
 
     def run(start: int, stop: int) -> torch.Tensor:
         part = {k: v[start:stop] for k, v in extras.items()}
@@ -223,7 +224,7 @@ def psnr_by_steps(checkpoint: Checkpoint, meta: Sidecar, runs: Runs,
     if (meta.restorer or "energy") != "energy":
         return {}
     usable = runs.usable
-    extras = restorer_extras(meta, runs.pixels[:usable], runs.clean[:usable],
+    extras = restorer_extras(meta.restorer_inputs, runs.pixels[:usable], runs.clean[:usable],
                              runs.weight[:usable])
     by_k: dict[str, float] = {}
     with torch.no_grad():
