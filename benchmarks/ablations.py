@@ -109,6 +109,7 @@ FMNIST_K1 = Study(
         "recon head": ("energy head: half the squared distance from x to N(x)",
                        ["model.energy_head=recon"]),
         "lr x2": ("learning rate (base lr 1.6e-2)", ["train.base_lr=1.6e-2"]),
+        "lr x4": ("learning rate (base lr 3.2e-2)", ["train.base_lr=3.2e-2"]),
         "mask 90 %": ("mask ratio", ["corrupt.mask.ratio=0.9"]),
         "per-image log loss": ("loss: mean over images of log(error), so easy images weigh as "
                                "much as hard ones", ["loss.reduction=per_image_log"]),
