@@ -58,6 +58,8 @@ class ModelConfig:
     # for comparison: the same ViT as a direct residual regressor, or a DnCNN-style CNN of equal
     # parameters (enfold/model/peers.py)
     restorer: Literal["energy", "direct_vit", "dncnn"] = "energy"
+    # the dncnn peer's width (None: as wide as makes its parameters match the ViT's)
+    dncnn_width: int | None = None
 
 
 @dataclass
@@ -407,6 +409,7 @@ INT_RANGES: dict[str, tuple[int | None, int]] = {
     # None: the lower bound is checked where the key is used, with its own message
     "model.fill_holes": (None, 100_000),
     "model.fill_biharmonic": (None, 100_000),
+    "model.dncnn_width": (1, 16384),
     "data.batch_size": (1, 65_536),
     "data.num_workers": (0, 1024),
     "data.crops_per_epoch": (1, 100_000_000),

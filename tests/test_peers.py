@@ -46,3 +46,42 @@ def test_the_trainer_trains_a_peer_and_the_loader_reads_it_back(tmp_path):
     noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     restored = model.restore((noisy - 0.5) / 0.5, sigma=0.1) * 0.5 + 0.5
     assert (restored - clean).pow(2).mean() < (noisy - clean).pow(2).mean()
+
+
+def _moved_off_the_identity(model):
+    """The peer with its zero-initialised last layer randomised, so its residual is not 0."""
+    last = model.readout if isinstance(model, DirectViT) else model.net[-1]
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        last.weight.copy_(torch.randn(last.weight.shape, generator=gen))
+    return model
+
+
+@pytest.mark.parametrize("peer", ["direct_vit", "dncnn"])
+def test_a_peer_gets_the_energy_restorers_data_consistency(peer):
+    # the comparison is fair only if the peer may use what the input pins down, as enfold does
+    mask = _moved_off_the_identity(build_energy_model(load_config(DIGITS_TINY, [
+        *TINY, "corrupt.tasks=[mask]", "model.consistency=true", "model.fill_holes=4",
+        f"model.restorer={peer}"])))
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    holes = torch.zeros(2, 1, 8, 8)
+    holes[:, :, 2:6, 2:6] = 1
+    with torch.no_grad():
+        out = mask.restore(x, weight=holes)
+    assert torch.equal(out * (1 - holes), x * (1 - holes))  # visible pixels kept exactly
+    assert (out - x).abs().mul(holes).max() > 1e-3  # the holes were restored
+
+    sr = _moved_off_the_identity(build_energy_model(load_config(DIGITS_TINY, [
+        *TINY, "corrupt.tasks=[sr]", "corrupt.sr.factor=2", "model.consistency=true",
+        f"model.restorer={peer}"])))
+    with torch.no_grad():
+        low = sr.consistency.prepare(x, None)  # the low-resolution image the input enlarges
+        out = sr.restore(x)
+    assert (out - x).abs().max() > 1e-3
+    assert torch.allclose(sr.consistency.down(out), low, atol=1e-5)  # it shrinks back to it
+
+
+def test_the_dncnn_width_can_be_set_for_equal_training_time():
+    cfg = load_config(DIGITS_TINY, [*NOISE, "model.restorer=dncnn", "model.dncnn_width=12"])
+    cnn = build_energy_model(cfg)
+    assert cnn.width == 12 and cnn.net[0].out_channels == 12

@@ -313,5 +313,5 @@ def build_energy_model(cfg: Config) -> EnergyViT:
     gain = sum(1.0 / s**2 for s in cfg.data.std) / len(cfg.data.std)
     if cfg.model.restorer != "energy":
         return PEERS[cfg.model.restorer](cfg.model, cfg.loss, noise_ref=noise_ref,
-                                         noise_gain=gain)
+                                         noise_gain=gain, consistency=consistency)
     return EnergyViT(cfg.model, cfg.loss, consistency, noise_ref=noise_ref, noise_gain=gain)

@@ -5,7 +5,10 @@
                                        with as many parameters as the ViT of the same config
 
 Both predict the residual in one forward pass (no energy, no input gradient), are trained by
-the same trainer on the same corruptions with the same loss, and, for a noise-level restorer
+the same trainer on the same corruptions with the same loss, get the same data consistency as
+the energy restorer of their config (``model.consistency``: the same smooth first guess in the
+holes, the same projection of the output onto the images that agree with the input), and, for
+a noise-level restorer
 (``model.noise_level_input``), see the noise level as one extra constant input channel
 (``sigma / sigma_ref``, as FFDNet's noise map). They expose the restorer interface the trainer,
 the evaluation and the benchmarks call: ``loss``, ``restore_steps``, ``restore``.
@@ -23,6 +26,7 @@ from torch import nn
 from enfold.config import LossConfig, ModelConfig
 from enfold.errors import ConfigError
 from enfold.model.backbone import build_backbone
+from enfold.model.consistency import Consistency, NoConsistency
 from enfold.model.losses import NEEDS_SIGMA, pair_noise_level, reconstruction_error
 
 
@@ -32,8 +36,10 @@ class DirectRestorer(nn.Module, abc.ABC):
     num_steps = 1
 
     def __init__(self, model_cfg: ModelConfig, loss_cfg: LossConfig | None,
-                 noise_ref: float | None, noise_gain: float):
+                 noise_ref: float | None, noise_gain: float,
+                 consistency: Consistency | None = None):
         super().__init__()
+        self.consistency = consistency if consistency is not None else NoConsistency()
         self.noise_level_input = model_cfg.noise_level_input
         self.noise_ref = noise_ref
         self.noise_gain = noise_gain
@@ -62,20 +68,25 @@ class DirectRestorer(nn.Module, abc.ABC):
     def restore_steps(self, x: torch.Tensor, steps: int | None = None,
                       create_graph: bool = False, noise: float = 0.0,
                       weight: torch.Tensor | None = None, sigma=None) -> list[torch.Tensor]:
-        """One pass, as a one-element list (``steps`` is ignored: a direct network has none)."""
+        """One pass, as a one-element list (``steps`` is ignored: a direct network has none).
+        ``weight`` (``(B, 1, H, W)``, 1 where corrupted) tells the mask projection which pixels
+        are visible, as for the energy restorer."""
         with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-            return [x - self.residual(self.with_noise_map(x, sigma))]  # (B, C, H, W)
+            known = self.consistency.prepare(x, weight)
+            x = self.consistency.start(x, known)  # e.g. holes filled smoothly
+            x = x - self.residual(self.with_noise_map(x, sigma))  # (B, C, H, W)
+            return [self.consistency.apply(x, known)]
 
     def restore(self, x: torch.Tensor, steps: int | None = None, create_graph: bool = False,
-                sigma=None) -> torch.Tensor:
+                sigma=None, weight: torch.Tensor | None = None) -> torch.Tensor:
         """The restored image: ``(B, C, H, W) -> (B, C, H, W)``."""
-        return self.restore_steps(x, steps, create_graph, sigma=sigma)[-1]
+        return self.restore_steps(x, steps, create_graph, weight=weight, sigma=sigma)[-1]
 
     def loss(self, corrupted: torch.Tensor, clean: torch.Tensor,
              weight: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The energy restorer's loss on the one output."""
         sigma = self.noise_level(corrupted, clean) if self.noise_level_input else None
-        restored = self.restore(corrupted, create_graph=True, sigma=sigma)
+        restored = self.restore(corrupted, create_graph=True, sigma=sigma, weight=weight)
         loss = reconstruction_error(restored, clean, weight, self.loss_cfg)
         return loss, {"loss/restore": loss.detach()}
 
@@ -89,8 +100,9 @@ class DirectViT(DirectRestorer):
     """The energy ViT's backbone as a direct regressor: patch tokens -> pixel residuals."""
 
     def __init__(self, model_cfg: ModelConfig, loss_cfg: LossConfig | None = None,
-                 noise_ref: float | None = None, noise_gain: float = 1.0):
-        super().__init__(model_cfg, loss_cfg, noise_ref, noise_gain)
+                 noise_ref: float | None = None, noise_gain: float = 1.0,
+                 consistency: Consistency | None = None):
+        super().__init__(model_cfg, loss_cfg, noise_ref, noise_gain, consistency)
         extra = 1 if model_cfg.noise_level_input else 0
         self.vit = build_backbone(dataclasses.replace(model_cfg,
                                                       in_chans=model_cfg.in_chans + extra))
@@ -108,18 +120,21 @@ class DirectViT(DirectRestorer):
 
 
 class DnCNN(DirectRestorer):
-    """A DnCNN-style residual CNN, as wide as makes its parameters match the ViT's."""
+    """A DnCNN-style residual CNN, as wide as makes its parameters match the ViT's, or
+    ``model.dncnn_width`` wide (a narrower one costs less per image: equal training time)."""
 
     def __init__(self, model_cfg: ModelConfig, loss_cfg: LossConfig | None = None,
                  noise_ref: float | None = None, noise_gain: float = 1.0,
-                 depth: int = 17, params: int | None = None):
-        super().__init__(model_cfg, loss_cfg, noise_ref, noise_gain)
+                 consistency: Consistency | None = None, depth: int = 17,
+                 params: int | None = None):
+        super().__init__(model_cfg, loss_cfg, noise_ref, noise_gain, consistency)
         if depth < 3:
             raise ConfigError(f"a DnCNN needs at least 3 layers, got {depth}")
         c_in = model_cfg.in_chans + (1 if model_cfg.noise_level_input else 0)
         target = params if params is not None else vit_params(model_cfg)
         # params ~ 9 F^2 (depth - 2) for the middle layers, plus 9 F (c_in + C) at the ends
-        self.width = width = max(8, round(math.sqrt(target / (9 * (depth - 2)))))
+        width = model_cfg.dncnn_width or max(8, round(math.sqrt(target / (9 * (depth - 2)))))
+        self.width = width
         layers: list[nn.Module] = [nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU()]
         for _ in range(depth - 2):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
