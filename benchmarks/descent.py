@@ -59,6 +59,9 @@ ARMS: dict[str, list[str]] = {
     # buys it too few steps to train; 16 wide (about a twelfth of the parameters) costs about
     # what the direct ViT does per step, so it gets the direct ViT's steps
     "dncnn_small": ["model.restorer=dncnn", "model.dncnn_width=16"],
+    # the direct ViT at the reference's optimizer steps (less time): does the energy form cost
+    # quality per step, or only time per step?
+    "direct_vit_eqsteps": ["model.restorer=direct_vit"],
 }
 KS = range(1, 9)
 NOISE_SIGMAS = (0.05, 0.1, 0.2)
