@@ -208,10 +208,11 @@ def non_decreasing(curve: list[float], upto: int = 4, tol: float = 0.0) -> bool:
 
 def report(task: str, arms: list[str], seeds: list[int], steps: dict[str, int],
            curves: dict[str, dict[str, list[list[float]]]], minutes: dict[str, list[float]],
-           took: float, count: int, anchors: dict[str, dict[str, float]]) -> str:
+           took: float, count: int, anchors: dict[str, dict[str, float]],
+           heading: str | None = None) -> str:
     """The results section: per view, each arm's PSNR at every K (mean ± std over seeds)."""
     command = "python benchmarks/descent.py " + " ".join(sys.argv[1:])
-    lines = [f"## Energy descent: PSNR against inference steps K ({task})", "",
+    lines = [f"## Energy descent: PSNR against inference steps K ({heading or task})", "",
              f"Command: `{command.strip()}`. Each arm: `{shown(CONFIGS / f'restore-{task}.yaml')}` "
              f"at the optimizer steps shown, seeds {seeds} (training seed; the held-out crops and "
              f"the corruption are fixed); {count} held-out crops; cells: mean ± std over seeds "
@@ -306,6 +307,9 @@ def main() -> None:
                         help="held-out photos reduced to these short sides before cropping")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "descent")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
+    parser.add_argument("--section", default=None,
+                        help="the results section to write (default descent-<task>); a run of "
+                             "added arms gets its own, so it does not replace the full table")
     parser.add_argument("--time-onnx", action="store_true",
                         help="only export each arm's first-seed run to ONNX and time it per "
                              "image (no scoring, no training)")
@@ -353,8 +357,9 @@ def main() -> None:
         done = list(curves)
         text = report(args.task, done, args.seeds,
                       {a: arm_steps.get(base_arm(a), args.steps) for a in done}, curves, minutes,
-                      time.time() - t0, args.images, anchors)
-        write_section(args.results, f"descent-{args.task}", text)
+                      time.time() - t0, args.images, anchors,
+                      heading=f"{args.task}: {', '.join(args.arms)}" if args.section else None)
+        write_section(args.results, args.section or f"descent-{args.task}", text)
     print(text)
 
 
