@@ -85,3 +85,15 @@ def test_the_dncnn_width_can_be_set_for_equal_training_time():
     cfg = load_config(DIGITS_TINY, [*NOISE, "model.restorer=dncnn", "model.dncnn_width=12"])
     cnn = build_energy_model(cfg)
     assert cnn.width == 12 and cnn.net[0].out_channels == 12
+
+
+def test_the_dncnns_last_features_still_depend_on_its_input():
+    # with PyTorch's default conv init a 17-layer plain ReLU stack forgets its input (the
+    # across-batch spread fell 1e6-fold) and the peer never leaves the identity
+    torch.manual_seed(0)
+    cfg = load_config(DIGITS_TINY, [*NOISE, "model.restorer=dncnn", "model.dncnn_width=16"])
+    cnn = build_energy_model(cfg)
+    x = torch.rand(8, cnn.in_chans + 1, cnn.img_size, cnn.img_size)  # + the noise channel
+    with torch.no_grad():
+        features = cnn.net[:-1](x)
+    assert features.std(0).mean() > 0.01 * x.std(0).mean()  # the default init: about 1e-6

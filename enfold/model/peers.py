@@ -138,6 +138,11 @@ class DnCNN(DirectRestorer):
         layers: list[nn.Module] = [nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU()]
         for _ in range(depth - 2):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        for layer in layers[::2]:
+            # He init: PyTorch's default shrinks the signal about 6x in variance per layer, so
+            # 16 layers deep the features no longer depend on the input and nothing trains
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
         last = nn.Conv2d(width, model_cfg.in_chans, 3, padding=1)
         nn.init.zeros_(last.weight)  # start as the identity restorer
         nn.init.zeros_(last.bias)
