@@ -82,11 +82,18 @@ RESTORERS := noise sr sr4 mask-freeform gray shuffle
 # mask-freeform: the mask restorer trained on free-form holes half the time (it ships as "mask");
 # every restorer is exported on one patch grid: the runtime blends overlapping tiles instead
 
+# A quick run of the same path (train, export, validate) with few steps, apart from the real runs:
+#   make restorers RESTORE_STEPS=20 RESTORE_RUNS=runs/restore-smoke RESTORE_EXPORTS=exports/restorers-smoke
+RESTORE_RUNS    ?= runs/restore
+RESTORE_EXPORTS ?= exports/restorers
+RESTORE_STEPS   ?=
+
 restorers: setup data  ## train the shipped restorers and export each to ONNX -> exports/restorers/<task>/
 	@for t in $(RESTORERS); do \
-		$(BIN)/enfold pretrain --config configs/pretrain/restore-$$t.yaml --out runs/restore/$$t \
-		&& $(BIN)/enfold export --checkpoint runs/restore/$$t/checkpoint-last.pt \
-			--target restorer --format onnx --out exports/restorers/$$t --overwrite \
+		$(BIN)/enfold pretrain --config configs/pretrain/restore-$$t.yaml --out $(RESTORE_RUNS)/$$t \
+			$(if $(RESTORE_STEPS),--max-steps $(RESTORE_STEPS)) \
+		&& $(BIN)/enfold export --checkpoint $(RESTORE_RUNS)/$$t/checkpoint-last.pt \
+			--target restorer --format onnx --out $(RESTORE_EXPORTS)/$$t --overwrite \
 			|| exit 1; \
 	done
 
