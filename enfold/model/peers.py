@@ -138,7 +138,7 @@ class DnCNN(DirectRestorer):
         layers: list[nn.Module] = [nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU()]
         for _ in range(depth - 2):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
-        for layer in layers[::2]:
+        for layer in (m for m in layers if isinstance(m, nn.Conv2d)):
             # He init: PyTorch's default shrinks the signal about 6x in variance per layer, so
             # 16 layers deep the features no longer depend on the input and nothing trains
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
