@@ -62,6 +62,8 @@ ARMS: dict[str, list[str]] = {
     # the direct ViT at the reference's optimizer steps (less time): does the energy form cost
     # quality per step, or only time per step?
     "direct_vit_eqsteps": ["model.restorer=direct_vit"],
+    # a finer patch (4x the tokens): is the 4x4 patch what the full-resolution CNN wins by?
+    "patch2": ["model.patch_size=2"],
 }
 KS = range(1, 9)
 NOISE_SIGMAS = (0.05, 0.1, 0.2)
