@@ -19,6 +19,8 @@ Three parts, each measured side by side in one run:
    BM3D and OpenCV's non-local means on the same photo, with time and memory.
 3. **Noise levels**: held-out 32x32 crops at sigma 0.02 ... 0.2, enfold given sigma and with
    sigma estimated from the image, against BM3D given the true sigma.
+4. **Super-resolution x4 on crops** (with ``sr4``): held-out 32x32 crops from their true 8x8
+   low-resolution images, the x4 restorer against the x2 restorer in two passes and bicubic.
 
 Writes ``<out>/full_photo.json``, ``docs/img/full_photo_noise.png`` (the big photo and an
 enlarged smooth region: input | enfold | BM3D | clean) and the ``full_photo`` section of
@@ -55,6 +57,7 @@ TILE = 32
 HALF = 16  # the earlier default stride: half a tile, on the patch grid
 BEFORE = f"enfold, stride {HALF} (the earlier default)"
 FLAT_START = "enfold, holes filled tile by tile (the earlier start)"
+TWICE = "enfold, the x2 restorer twice"
 NATIVE = 10**6  # a shorter side no photo reaches: native resolution
 
 
@@ -262,8 +265,10 @@ def input_psnr(task: str, x: torch.Tensor, ref: torch.Tensor, options: dict) -> 
     return psnr(x, ref)
 
 
-def whole_photos(sessions: dict, photos: list[str], short_side: int, seed: int) -> list[dict]:
-    """Part 1: every task on every held-out photo at the training scale."""
+def whole_photos(sessions: dict, photos: list[str], short_side: int, seed: int,
+                 twice=None) -> list[dict]:
+    """Part 1: every task on every held-out photo at the training scale; sr x4 also with the
+    x2 restorer ``twice`` in two passes, when given."""
     from enfold.data.photos import load_collection_photo
 
     rows = []
@@ -289,6 +294,8 @@ def whole_photos(sessions: dict, photos: list[str], short_side: int, seed: int) 
                 row[label] = {"psnr": psnr(out, ref), "s_per_mp": sec / mp, "peak_mb": mb,
                               "stride": used, "seam_tiles": seam(out, ref, TILE, used),
                               "seam_32": seam(out, ref, TILE), **phased(out, ref, phase, used)}
+            if task == "sr4" and twice is not None:
+                row[TWICE] = in_passes(twice, x, ref, options["scale"], mp)
             for label, fn in classical.items():
                 out, sec, mb = timed(fn)
                 row[label] = None if out is None else {"psnr": psnr(out, ref),
@@ -301,22 +308,44 @@ def whole_photos(sessions: dict, photos: list[str], short_side: int, seed: int) 
 
 
 def seam(out: torch.Tensor, ref: torch.Tensor, tile: int, stride: int | None = None,
-         phase: int | None = None) -> float:
+         phase: int | None = None, more: tuple[tuple[int, int], ...] = ()) -> float:
     from enfold.runtime.blend import seam_ratio
 
-    return seam_ratio(out, ref, tile, stride, phase)
+    return seam_ratio(out, ref, tile, stride, phase, more)
 
 
 def phased(out: torch.Tensor, ref: torch.Tensor, phase: int | None,
-           stride: int | None = None) -> dict[str, float]:
+           stride: int | None = None, more: tuple[tuple[int, int], ...] = ()
+           ) -> dict[str, float]:
     """Super-resolution's seam ratios against interior rows and columns of the same phase on
     the low-resolution pixel grid (``seam_ratio(phase=)``): at its tiles when ``stride`` is
-    given, and on the 32 grid."""
+    given (and ``more`` tilings of further passes), and on the 32 grid."""
     if phase is None:
         return {}
     got = {"seam_32_phase": seam(out, ref, TILE, None, phase)}
     if stride is not None:
-        got["seam_tiles_phase"] = seam(out, ref, TILE, stride, phase)
+        got["seam_tiles_phase"] = seam(out, ref, TILE, stride, phase, more)
+    return got
+
+
+def in_passes(session, x: torch.Tensor, ref: torch.Tensor, scale: int, mp: float) -> dict:
+    """sr by ``scale`` with a restorer of a smaller factor, one pass per factor
+    (``restore_image`` does it): PSNR, time, memory, and the seam ratios at the tiles of every
+    pass (the first pass's tiles, in the output's pixels, are ``scale / factor`` times
+    larger), of the first pass's tiles alone, and on the 32 grid."""
+    from enfold.runtime.restore import sr_factor
+
+    out, sec, mb = timed(partial(enfold_restore, session, x, "sr", None, scale=scale))
+    used = used_stride(session, "sr", None)
+    grow = scale // sr_factor(session.metadata)
+    first = ((TILE * grow, used * grow),) if grow > 1 else ()
+    got = {"psnr": psnr(out, ref), "s_per_mp": sec / mp, "peak_mb": mb, "stride": used,
+           "seam_tiles": seam(out, ref, TILE, used, None, first),
+           "seam_32": seam(out, ref, TILE), **phased(out, ref, scale, used, first)}
+    if first:
+        got["first_pass"] = list(first[0])
+        got["seam_first_pass"] = seam(out, ref, *first[0])
+        got["seam_first_pass_phase"] = seam(out, ref, *first[0], scale)
     return got
 
 
@@ -373,6 +402,25 @@ def noise_levels(session, crops: torch.Tensor, seed: int) -> list[dict]:
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
+
+
+def sr4_crops(one_pass, twice, crops: torch.Tensor) -> dict:
+    """Part 4: sr x4 of held-out crops from their true low-resolution images: the x4 restorer,
+    the x2 restorer in two passes and bicubic, as ``restore_image`` runs them; mean PSNR and
+    the crops where two passes beat one."""
+    scores: dict[str, list[float]] = {"input": [], "enfold x4": [], TWICE: [], "bicubic": []}
+    for clean in crops:
+        small, ref = low_res(clean, 4)
+        scores["input"].append(input_psnr("sr4", small, ref, {"scale": 4}))
+        scores["enfold x4"].append(psnr(enfold_restore(one_pass, small, "sr4", scale=4), ref))
+        scores[TWICE].append(psnr(enfold_restore(twice, small, "sr4", scale=4), ref))
+        scores["bicubic"].append(psnr(bicubic(small, 4), ref))
+    got = {k: float(np.mean(v)) for k, v in scores.items()}
+    got["crops"] = len(crops)
+    got["twice ahead"] = int(sum(a > b for a, b in zip(scores[TWICE], scores["enfold x4"],
+                                                        strict=True)))
+    print(json.dumps(got), flush=True)
+    return got
 
 
 def mean_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -438,10 +486,11 @@ def seam_text(stride: int | None, at_tiles: float | None, grid: float | None,
 
 
 def report(args, rows: list[dict], big: dict | None, levels: list[dict], minutes: float,
-           models: dict[str, str]) -> str:
+           models: dict[str, str], crops_sr4: dict | None = None) -> str:
     title = ("## Full photos: seamless restoration, speed and memory (held-out photos)"
              if args.section == "full_photo" else
-             f"### Full photos, continued: {', '.join(models)} (a run of its own)")
+             f"### Full photos, continued: {', '.join(t for t in models if t in TASKS)} (a run "
+             "of its own)")
     lines = [title, "",
              f"Command: `{args.command}`. Machine: {os.cpu_count()} CPU threads "
              f"({platform.machine()}), torch {torch.__version__}, every method on the same "
@@ -483,6 +532,17 @@ def report(args, rows: list[dict], big: dict | None, levels: list[dict], minutes
             lines.append(f"| {task} | {fmt(float(np.mean([r['input'] for r in sub])))} | {m} "
                          f"| {fmt(mean('psnr'))} | {seam_cell} | {fmt(mean('s_per_mp'), 1)} "
                          f"| {fmt(mean('peak_mb'), 0)} |")
+    first = [r[TWICE] for r in rows if isinstance(r.get(TWICE), dict)]
+    if first:
+        def avg(key: str) -> str:
+            return fmt(float(np.mean([v[key] for v in first])))
+
+        tile, step = first[0]["first_pass"]
+        lines += ["", f"{TWICE}: its seam ratio at its tiles counts the boundaries of both "
+                  f"passes' tiles (the first pass's are {tile}-pixel tiles in the output's "
+                  f"pixels, {step} apart, all on the x4 grid); at the first pass's tiles "
+                  f"alone it is {avg('seam_first_pass')} ({avg('seam_first_pass_phase')} "
+                  "against interior rows and columns of the same phase)."]
     if big:
         lines += ["", f"A {big['size'][1]}x{big['size'][0]} photo (`{big['photo']}`, native "
                   f"resolution, held out) noised with sigma {SIGMA} (input "
@@ -511,6 +571,13 @@ def report(args, rows: list[dict], big: dict | None, levels: list[dict], minutes
             lines.append(f"| {r['sigma']} | {fmt(r['input'])} | {fmt(r['enfold, sigma given'])} "
                          f"| {fmt(r['enfold, sigma estimated'])} | "
                          f"{fmt(r['estimated sigma (mean)'], 3)} | {fmt(r['BM3D, true sigma'])} |")
+    if crops_sr4:
+        c = crops_sr4
+        lines += ["", f"Super-resolution x4 of {c['crops']} held-out 32x32 crops from their true "
+                  "low-resolution images (8x8), as `enfold restore --scale 4` runs them: input "
+                  f"(bilinear) {fmt(c['input'])} dB, the x4 restorer {fmt(c['enfold x4'])}, "
+                  f"the x2 restorer twice {fmt(c[TWICE])} (ahead on {c['twice ahead']} of "
+                  f"{c['crops']} crops), bicubic {fmt(c['bicubic'])}."]
     return "\n".join(lines)
 
 
@@ -526,6 +593,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated methods the big photo leaves out (e.g. BM3D)")
     parser.add_argument("--crops", type=int, default=32, help="crops per noise level (0 off)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-twice", dest="twice", action="store_false",
+                        help="sr x4 without the x2 restorer in two passes beside it")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "full_photo")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/RESULTS.md")
     parser.add_argument("--section", default="full_photo",
@@ -541,11 +610,16 @@ def main(argv: list[str] | None = None) -> None:
     tasks = [t for t in args.tasks.split(",") if t]
     models = {t: given.get(t, t) for t in tasks}
     sessions = {t: load(m) for t, m in models.items()}
+    twice = load(given.get("sr", "sr")) if "sr4" in tasks and args.twice else None
+    if twice is not None:
+        models["sr4 in two passes"] = given.get("sr", "sr")
     for task, session in sessions.items():  # load lazily built parts before anything is timed
         warm = torch.rand(3, 64, 64)
         enfold_restore(session, warm, task, None, **task_case(task, warm, 0)[2])
+        if task == "sr4" and twice is not None:
+            enfold_restore(twice, warm, task, None, **task_case(task, warm, 0)[2])
     photos = [p.name for p in photo_split("heldout")][:args.photos]
-    rows = whole_photos(sessions, photos, args.short_side, args.seed)
+    rows = whole_photos(sessions, photos, args.short_side, args.seed, twice)
     big, outs = (None, {})
     if args.big and "noise" in sessions:
         big, outs = big_photo(sessions["noise"], args.big, args.seed,
@@ -558,12 +632,17 @@ def main(argv: list[str] | None = None) -> None:
 
         levels = noise_levels(sessions["noise"], held_out(task_config("noise"), args.crops),
                               args.seed)
+    crops_sr4 = None
+    if args.crops and twice is not None:
+        from restoration import held_out, task_config
+
+        crops_sr4 = sr4_crops(sessions["sr4"], twice, held_out(task_config("sr4"), args.crops))
     minutes = (time.time() - t0) / 60
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.section}.json").write_text(json.dumps(
         {"models": models, "photos": rows, "big": big, "noise_levels": levels,
-         "minutes": minutes}, indent=2))
-    text = report(args, rows, big, levels, minutes, models)
+         "sr4_crops": crops_sr4, "minutes": minutes}, indent=2))
+    text = report(args, rows, big, levels, minutes, models, crops_sr4)
     print(text)
     if not args.no_doc:
         write_section(RESULTS, args.section, text)

@@ -136,3 +136,14 @@ def test_seam_ratio_phase_leaves_out_a_pattern_of_the_low_resolution_grid():
     seamed = pattern.clone()
     seamed[:, :, [32, 64]] += 0.1
     assert seam_ratio(seamed, clean, 32, phase=4) > 2
+
+
+def test_seam_ratio_counts_the_tiles_of_every_pass():
+    """A seam left by a first pass's larger tiles shows only once ``more`` names that tiling."""
+    clean = _smooth(64, 160)
+    out = clean + 0.01 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
+    edges = [e for s in tile_starts(160, 64, 44) for e in (s, s + 63) if 0 < e < 159]
+    out[:, :, edges] += 0.1  # the first pass's boundaries, in the output's pixels
+    alone = seam_ratio(out, clean, 32, stride=22)
+    both = seam_ratio(out, clean, 32, stride=22, more=((64, 44),))
+    assert both > 2 * alone and both > 5

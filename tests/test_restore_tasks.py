@@ -81,8 +81,6 @@ def test_sr_scale_enlarges_the_low_resolution_image(models, tmp_path, monkeypatc
     rest = restore_image(session, small, "sr", scale=2)
     assert rest.restored.shape == (3, 22, 30)
     assert torch.allclose(rest.degraded, enlarge(small, 2).clamp(0, 1))
-    with pytest.raises(EnfoldError, match="enlarge 2 times"):
-        restore_image(session, small, "sr", scale=4)
     (tmp_path / "small.png").write_bytes(encode_png(small))
     code, err = _cli(monkeypatch, capsys, str(tmp_path / "small.png"), "--model",
                      str(models["sr"]), "--scale", "2", "--out", str(tmp_path / "out"))
@@ -90,7 +88,8 @@ def test_sr_scale_enlarges_the_low_resolution_image(models, tmp_path, monkeypatc
     assert decode_image(tmp_path / "out" / "small.png", 3).shape == (3, 22, 30)
     code, err = _cli(monkeypatch, capsys, str(tmp_path / "small.png"), "--model",
                      str(models["sr"]), "--scale", "4", "--out", str(tmp_path / "out4"))
-    assert code == 2 and "--scale 4" in err and "enlarge 2 times" in err
+    assert code == 0, err
+    assert decode_image(tmp_path / "out4" / "small.png", 3).shape == (3, 44, 60)
     with _client(models["sr"]) as client:
         r = client.post("/v1/restore", files={"file": ("s.png", encode_png(small))},
                         data={"task": "sr", "scale": "2"})
@@ -100,7 +99,46 @@ def test_sr_scale_enlarges_the_low_resolution_image(models, tmp_path, monkeypatc
         assert (got - decode_image(encode_png(rest.restored), 3)).abs().max() <= 1 / 255 + 1e-6
         r = client.post("/v1/restore", files={"file": ("s.png", encode_png(small))},
                         data={"task": "sr", "scale": "4"})
-        assert r.status_code == 422 and "enlarge 2 times" in r.json()["detail"]
+        assert r.status_code == 200, r.text
+        assert Image.open(io.BytesIO(r.content)).size == (60, 44)
+
+
+def test_an_x2_restorer_enlarges_x4_in_two_passes(models):
+    from types import SimpleNamespace
+
+    from enfold.runtime import load
+    from enfold.runtime.budget import tile_count
+    from enfold.runtime.restore import enlarge, restore_image, sr_passes, sr_tile_count
+
+    session = load(models["sr"])
+    small = _photo(11, 15, seed=2)
+    seen: list[tuple[int, int]] = []
+    rest = restore_image(session, small, "sr", scale=4,
+                         progress=lambda done, total: seen.append((done, total)))
+    once = restore_image(session, small, "sr", scale=2).restored
+    twice = restore_image(session, once, "sr", scale=2).restored
+    assert rest.restored.shape == (3, 44, 60)
+    assert torch.equal(rest.restored, twice)  # each pass restores the one before
+    assert torch.allclose(rest.degraded, enlarge(small, 4).clamp(0, 1))
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and seen[-1][0] == seen[-1][1] and len({t for _, t in seen}) == 1
+    size = session.img_size
+    assert sr_tile_count(session, 11, 15, 4) == tile_count(22, 30, size) + tile_count(44, 60, size)
+    from fastapi.testclient import TestClient
+
+    from enfold.runtime.budget import WorkBudget
+    from enfold.runtime.server import create_app
+
+    last_pass = tile_count(44, 60, size)  # a budget the last pass fits, both passes do not
+    app = create_app(session, budget=WorkBudget(max_tiles=last_pass))
+    with TestClient(app) as client:
+        r = client.post("/v1/restore", files={"file": ("s.png", encode_png(small))},
+                        data={"task": "sr", "scale": "4"})
+    assert r.status_code == 413 and "max_tiles" in r.text, r.text
+    x4 = SimpleNamespace(corrupt={"sr": {"factor": 4}})
+    assert sr_passes(x4, 4) == 1 and sr_passes(session.metadata, 4) == 2
+    with pytest.raises(EnfoldError, match="no power of 4"):
+        sr_passes(x4, 2)
 
 
 # ----------------------------------------------------------------------------- mask
@@ -243,3 +281,19 @@ def test_simulate_corrupts_first_and_reports_psnr(models, tmp_path, monkeypatch,
         assert r.status_code == 200 and "X-PSNR-Restored" in r.headers
         r = client.post("/v1/restore", files={"file": ("c.png", encode_png(img))})
         assert r.status_code == 200 and "X-PSNR-Restored" not in r.headers
+
+
+def test_the_cli_counts_an_enlargement_in_its_tile_budget(models, tmp_path, monkeypatch,
+                                                          capsys):
+    from enfold.runtime import load
+    from enfold.runtime.budget import tile_count
+
+    small = _photo(11, 15, seed=3)
+    (tmp_path / "small.png").write_bytes(encode_png(small))
+    size = load(models["sr"]).img_size
+    fits_input = tile_count(11, 15, size)  # the low-resolution file alone is within it
+    code, err = _cli(monkeypatch, capsys, str(tmp_path / "small.png"), "--model",
+                     str(models["sr"]), "--scale", "4", "--max-tiles", str(fits_input),
+                     "--out", str(tmp_path / "out"))
+    assert code == 1 and "enlarged 4 times" in err and "--max-tiles" in err, err
+    assert not (tmp_path / "out" / "small.png").exists()

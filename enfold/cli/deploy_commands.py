@@ -348,7 +348,8 @@ def restore(
                               "not given."),
     scale: int | None = typer.Option(
         None, "--scale", help="sr: the inputs are low-resolution; write them 2 or 4 times "
-                              "larger (must be the restorer's factor)."),
+                              "larger (the restorer's factor, or a power of it: an x2 "
+                              "restorer runs twice for 4)."),
     mask: Path | None = typer.Option(
         None, "--mask", help="mask: an image of the inputs' size, white where pixels are "
                              "missing (any shape)."),

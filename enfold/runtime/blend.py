@@ -13,7 +13,7 @@ memory is the image plus one batch of tiles, whatever the image size.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -150,7 +150,8 @@ def blend_tile_count(height: int, width: int, size: int, stride: int | None = No
 
 
 def seam_ratio(restored: torch.Tensor, clean: torch.Tensor, tile: int,
-               stride: int | None = None, phase: int | None = None) -> float:
+               stride: int | None = None, phase: int | None = None,
+               more: Sequence[tuple[int, int]] = ()) -> float:
     """Squared error on the rows and columns next to tile boundaries (the image's own border
     is no seam) over the squared error elsewhere.
 
@@ -164,6 +165,9 @@ def seam_ratio(restored: torch.Tensor, clean: torch.Tensor, tile: int,
     of the same position modulo ``phase``. Super-resolution by a factor ``phase`` has an error
     that repeats with the low-resolution pixel grid, and tile boundaries of such a restorer lie
     on that grid; this ratio leaves that pattern out and keeps what the tiles add.
+
+    ``more``: further ``(tile, stride)`` tilings whose boundaries count as well (with
+    ``stride``), in the output's pixels: a restoration in several passes ran all of them.
     """
     if restored.shape != clean.shape:
         raise EnfoldError(f"seam_ratio needs images of one shape, got {tuple(restored.shape)} "
@@ -177,8 +181,9 @@ def seam_ratio(restored: torch.Tensor, clean: torch.Tensor, tile: int,
         i = torch.arange(n)
         if stride is None or n < tile:
             return ((i % tile == 0) & (i > 0)) | ((i % tile == tile - 1) & (i < n - 1))
-        edges = torch.tensor([e for s in tile_starts(n, tile, stride)
-                              for e in (s, s - 1, s + tile - 1, s + tile)])
+        edges = torch.tensor([e for t, step in ((tile, stride), *more)
+                              for s in tile_starts(n, t, step)
+                              for e in (s, s - 1, s + t - 1, s + t)])
         return torch.isin(i, edges) & (i > 0) & (i < n - 1)
 
     def same_phase(seam_1d: torch.Tensor) -> torch.Tensor:

@@ -55,9 +55,10 @@ class WorkBudget:
                               f"{self.max_aspect}")
 
     def check(self, width: int, height: int, name: str = "image",
-              tile_size: int | None = None) -> None:
+              tile_size: int | None = None, tiles: int | None = None) -> None:
         """Raise :class:`LimitError` when a ``width`` x ``height`` image is over budget;
-        ``tile_size`` (restorations) also counts its tiles."""
+        ``tile_size`` (restorations) also counts its tiles, or takes ``tiles`` as the count
+        (a restoration in several passes counts them all)."""
         if width < 1 or height < 1:
             raise LimitError(f"{name} is {width}x{height} pixels: an image needs at least one "
                              "pixel each way", "max_pixels")
@@ -71,7 +72,7 @@ class WorkBudget:
                              f"above the limit of {self.max_aspect:g}:1 (max_aspect, "
                              f"{OPTION['max_aspect']})", "max_aspect")
         if tile_size is not None:
-            tiles = tile_count(height, width, tile_size)
+            tiles = tiles if tiles is not None else tile_count(height, width, tile_size)
             if tiles > self.max_tiles:
                 raise LimitError(f"{name} is {width}x{height} pixels: restoring it takes {tiles:,} "
                                  f"tiles of {tile_size}x{tile_size}, above the limit of "

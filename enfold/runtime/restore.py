@@ -4,6 +4,7 @@ API share.
     rest = restore_image(session, img)                    # a degraded photo, as it is
     rest = restore_image(session, img, sigma=0.05)        # noise, a known level
     rest = restore_image(session, small, "sr", scale=2)   # twice the size out
+    rest = restore_image(session, small, "sr", scale=4)   # an x2 restorer, in two passes
     rest = restore_image(session, img, "mask", mask=holes)
     rest = restore_image(session, img, simulate=True)     # corrupt a clean image first, PSNR
 
@@ -92,6 +93,21 @@ def task_corruption(meta: Sidecar, task: str):
 def sr_factor(meta: Sidecar) -> int:
     """The super-resolution factor the artifact was trained for."""
     return int((meta.corrupt or {}).get("sr", {}).get("factor", 2))
+
+
+def sr_passes(meta: Sidecar, scale: int) -> int:
+    """How many times the restorer runs to enlarge ``scale`` times: ``scale`` must be a power
+    of the factor it was trained for (an x2 restorer enlarges x4 in two passes, each on the
+    previous one's output; on the held-out photos that beats the one-pass x4 restorer,
+    docs/RESULTS.md)."""
+    factor, passes, reach = sr_factor(meta), 1, sr_factor(meta)
+    while reach < scale:
+        reach, passes = reach * factor, passes + 1
+    if reach != scale:
+        raise EnfoldError(f"--scale {scale}: this restorer was trained to enlarge {factor} "
+                          f"times, and {scale} is no power of {factor}; use --scale {factor} "
+                          f"or an x{scale} sr restorer")
+    return passes
 
 
 def enlarge(img: torch.Tensor, scale: int) -> torch.Tensor:
@@ -251,10 +267,7 @@ def check_restore_options(session: InferenceSession, task: str | None, simulate:
             raise EnfoldError(f"--scale applies to the sr task, not {task!r}")
         if scale not in SR_SCALES:
             raise EnfoldError(f"--scale must be 2 or 4, got {scale}")
-        factor = sr_factor(meta)
-        if scale != factor:
-            raise EnfoldError(f"--scale {scale}: this restorer was trained to enlarge {factor} "
-                              f"times; use --scale {factor} or an x{scale} sr restorer")
+        sr_passes(meta, scale)
     if has_mask and task != "mask":
         raise EnfoldError(f"--mask applies to the mask task, not {task!r}")
     if task == "gray" and session.in_chans != 3:
@@ -276,7 +289,8 @@ def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None
     * ``sigma``: the noise level (pixel units in [0, 1]) for a noise-level restorer; estimated
       from the image (:func:`estimate_sigma`) when not given;
     * ``scale``: ``sr`` only: ``img`` is the low-resolution image, the result ``scale`` times
-      larger (must be the artifact's factor); without it ``img`` is taken as already enlarged;
+      larger (the artifact's factor, or a power of it: one pass per factor,
+      :func:`sr_passes`); without it ``img`` is taken as already enlarged;
     * ``mask``: ``mask`` only: ``(H, W)`` or ``(1, H, W)``, 1 (white) where pixels are missing,
       any shape; without it the holes are found from the fill value in whole patches;
     * ``keep_known``: pixels known exactly (outside the holes) are the input's own;
@@ -287,6 +301,9 @@ def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None
     """
     meta = session.metadata
     task = check_restore_options(session, task, simulate, sigma, scale, mask is not None)
+    if task == "sr" and scale is not None and sr_passes(meta, scale) > 1:
+        return _restore_in_passes(session, img, scale, keep_known=keep_known, stride=stride,
+                                  batch=batch, progress=progress, run=run)
     takes_sigma = "sigma" in session.restorer_inputs
     clean = None
     if simulate:
@@ -328,6 +345,41 @@ def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None
         out = weight * out + (1 - weight) * x
     return Restoration(degraded=x, restored=out.clamp(0, 1), clean=clean, weight=weight,
                        sigma=sigma if takes_sigma else None, sigma_source=source, task=task)
+
+
+def _restore_in_passes(session: InferenceSession, img: torch.Tensor, scale: int,
+                       progress: Progress | None = None, stride: int | None = None,
+                       **options: Any) -> Restoration:
+    """Super-resolution by a power of the restorer's factor: each pass enlarges the previous
+    pass's restored image ``factor`` times. ``progress`` counts the tiles of every pass."""
+    from enfold.runtime.blend import blend_tile_count
+
+    meta, size = session.metadata, session.img_size
+    factor, passes = sr_factor(meta), sr_passes(meta, scale)
+    h, w = img.shape[-2:]
+    step = tile_stride(session, "sr", stride)
+    counts = [blend_tile_count(h * factor ** (i + 1), w * factor ** (i + 1), size, step, factor)
+              for i in range(passes)]
+    total, x = sum(counts), img
+    for i in range(passes):
+        done = sum(counts[:i])
+        report = (None if progress is None else
+                  lambda n, _t, done=done: progress(done + n, total))
+        x = restore_image(session, x, "sr", scale=factor, stride=stride, progress=report,
+                          **options).restored
+    first = _prepare(session, img, "sr", None, None)[0]  # the channels the restorer takes
+    return Restoration(degraded=enlarge(first, scale).clamp(0, 1), restored=x, task="sr")
+
+
+def sr_tile_count(session: InferenceSession, height: int, width: int, scale: int) -> int:
+    """Tiles every pass of an ``sr`` restoration ``scale`` times larger runs, at most (at a
+    half-tile stride, as :func:`enfold.runtime.budget.tile_count` counts)."""
+    from enfold.runtime.budget import tile_count
+
+    factor = sr_factor(session.metadata)
+    return sum(tile_count(height * factor ** (i + 1), width * factor ** (i + 1),
+                          session.img_size)
+               for i in range(sr_passes(session.metadata, scale)))
 
 
 def assemble(img: torch.Tensor, corrupted: torch.Tensor, restored: torch.Tensor,

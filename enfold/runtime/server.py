@@ -46,7 +46,12 @@ from enfold.runtime.outputs import NonFiniteOutputError, check_finite
 from enfold.runtime.page import page_router
 from enfold.runtime.repository import ModelRepository
 from enfold.runtime.repository_app import RepositoryApp
-from enfold.runtime.restore import Restoration, check_restore_options, restore_image
+from enfold.runtime.restore import (
+    Restoration,
+    check_restore_options,
+    restore_image,
+    sr_tile_count,
+)
 from enfold.runtime.session import TARGET_METHODS, InferenceSession
 from enfold.runtime.upload_limit import UploadLimit, too_large_message
 
@@ -254,9 +259,10 @@ class V1Endpoints:
         img = await self.read_image(file, view=False)
         if scale:  # the answer is scale^2 times the upload's pixels: within the budget too
             try:
-                self.budget.check(img.shape[-1] * scale, img.shape[-2] * scale,
+                h, w = img.shape[-2:]
+                self.budget.check(w * scale, h * scale,
                                   f"{file.filename or 'upload'} enlarged {scale} times",
-                                  self.size)
+                                  self.size, sr_tile_count(self.session, h, w, scale))
             except LimitError as exc:
                 raise _limit_error(exc) from exc
         holes = None
