@@ -18,9 +18,12 @@ Three parts, each measured side by side in one run:
 2. **A 4 MP photo** (``--big``, at its native 2560x1600) denoised at sigma 0.1: enfold against
    BM3D and OpenCV's non-local means on the same photo, with time and memory.
 3. **Noise levels**: held-out 32x32 crops at sigma 0.02 ... 0.2, enfold given sigma and with
-   sigma estimated from the image, against BM3D given the true sigma.
+   sigma estimated from the image (the default passes, and one pass), against BM3D given the
+   true sigma. Noise rows of parts 1 and 2 also show one pass, the earlier default.
 4. **Super-resolution x4 on crops** (with ``sr4``): held-out 32x32 crops from their true 8x8
    low-resolution images, the x4 restorer against the x2 restorer in two passes and bicubic.
+5. **Noise levels on whole photos** (``--photo-sigmas``): the photos of part 1 at more noise
+   levels, the default passes against one pass, sigma given and estimated.
 
 Writes ``<out>/full_photo.json``, ``docs/img/full_photo_noise.png`` (the big photo and an
 enlarged smooth region: input | enfold | BM3D | clean) and the ``full_photo`` section of
@@ -58,6 +61,7 @@ HALF = 16  # the earlier default stride: half a tile, on the patch grid
 BEFORE = f"enfold, stride {HALF} (the earlier default)"
 FLAT_START = "enfold, holes filled tile by tile (the earlier start)"
 TWICE = "enfold, the x2 restorer twice"
+ONE_PASS = "enfold, one pass (the earlier default)"
 NATIVE = 10**6  # a shorter side no photo reaches: native resolution
 
 
@@ -285,6 +289,8 @@ def whole_photos(sessions: dict, photos: list[str], short_side: int, seed: int,
                         ("enfold, abutting tiles", TILE, {})]
             if task == "mask":  # the earlier start: each tile fills its holes on its own
                 variants.insert(1, (FLAT_START, None, {"smooth_start": False}))
+            if task == "noise":  # no second pass at the noise the first one left
+                variants.insert(1, (ONE_PASS, None, {"passes": 1}))
             for label, stride, more in variants:
                 if stride == default:  # the default already is this stride (sr x4)
                     continue
@@ -361,6 +367,8 @@ def big_photo(session, name: str, seed: int, skip: tuple[str, ...] = ()
     row: dict = {"photo": name, "size": list(clean.shape[-2:]), "input": psnr(x, clean)}
     outs = {"input": x, "clean": clean}
     methods = {"enfold": lambda: enfold_restore(session, x, "noise", None, sigma=SIGMA),
+               ONE_PASS: lambda: enfold_restore(session, x, "noise", None, sigma=SIGMA,
+                                                passes=1),
                BEFORE: lambda: enfold_restore(session, x, "noise", HALF, sigma=SIGMA),
                "BM3D": lambda: bm3d_denoise(x, SIGMA),
                "NL-means (OpenCV)": lambda: nl_means(x, SIGMA)}
@@ -383,22 +391,61 @@ def big_photo(session, name: str, seed: int, skip: tuple[str, ...] = ()
 
 
 def noise_levels(session, crops: torch.Tensor, seed: int) -> list[dict]:
-    """Part 3: held-out crops at each sigma: enfold given sigma, enfold estimating it, BM3D."""
-    from enfold.runtime.restore import estimate_sigma
+    """Part 3: held-out crops at each sigma, each restored as ``enfold restore`` does
+    (``restore_image``): given sigma and estimating it, with the default passes and with one
+    pass; BM3D given the true sigma."""
+    from enfold.runtime.restore import estimate_sigma, restore_image
+
+    def each(x: torch.Tensor, **options) -> tuple[torch.Tensor, list]:
+        rests = [restore_image(session, img, "noise", **options) for img in x]
+        return torch.stack([r.restored for r in rests]), [r.sigma_passes for r in rests]
 
     rows = []
     for sigma in SIGMAS:
         x = torch.stack([noisy(c, sigma, seed + i) for i, c in enumerate(crops)])
-        given = torch.as_tensor(session.restore(
-            x, sigma=torch.full((x.shape[0],), sigma))).clamp(0, 1)
+        given, levels = each(x, sigma=sigma)
+        estimated, _ = each(x)
+        given_once, _ = each(x, sigma=sigma, passes=1)
+        estimated_once, _ = each(x, passes=1)
         est = torch.tensor([estimate_sigma(img) for img in x])
-        estimated = torch.as_tensor(session.restore(x, sigma=est.float())).clamp(0, 1)
         bm = [bm3d_denoise(img, sigma) for img in x]
         row = {"sigma": sigma, "input": mean_psnr(x, crops),
                "enfold, sigma given": mean_psnr(given, crops),
                "enfold, sigma estimated": mean_psnr(estimated, crops),
+               "passes (sigma given)": float(np.mean([len(v) for v in levels])),
+               "one pass, sigma given": mean_psnr(given_once, crops),
+               "one pass, sigma estimated": mean_psnr(estimated_once, crops),
                "estimated sigma (mean)": float(est.mean()),
                "BM3D, true sigma": None if bm[0] is None else mean_psnr(torch.stack(bm), crops)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def photo_sigmas(session, photos: list[str], short_side: int, seed: int,
+                 sigmas: list[float]) -> list[dict]:
+    """Part 5: the whole held-out photos noised at more levels, restored as ``enfold restore``
+    does, with the default passes and with one pass, sigma given and estimated (no classical
+    method: this checks the passes rule on photos it was not chosen on)."""
+    from enfold.data.photos import load_collection_photo
+    from enfold.runtime.restore import restore_image
+
+    cleans = [load_collection_photo(name, short_side).float() / 255 for name in photos]
+    rows = []
+    for sigma in sigmas:
+        got: dict[str, list[float]] = {}
+        for i, clean in enumerate(cleans):
+            x = noisy(clean, sigma, seed + i)
+            got.setdefault("input", []).append(psnr(x, clean))
+            for label, options in (("given", {"sigma": sigma}), ("estimated", {}),
+                                   ("one pass, given", {"sigma": sigma, "passes": 1}),
+                                   ("one pass, estimated", {"passes": 1})):
+                rest = restore_image(session, x, "noise", **options)
+                got.setdefault(label, []).append(psnr(rest.restored, clean))
+                if label == "given":
+                    got.setdefault("passes", []).append(len(rest.sigma_passes or [sigma]))
+        row = {"sigma": sigma, "photos": len(cleans),
+               **{k: float(np.mean(v)) for k, v in got.items()}}
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
@@ -486,7 +533,10 @@ def seam_text(stride: int | None, at_tiles: float | None, grid: float | None,
 
 
 def report(args, rows: list[dict], big: dict | None, levels: list[dict], minutes: float,
-           models: dict[str, str], crops_sr4: dict | None = None) -> str:
+           models: dict[str, str], crops_sr4: dict | None = None,
+           sweep: list[dict] | None = None) -> str:
+    from enfold.runtime.restore import SECOND_PASS_FROM
+
     title = ("## Full photos: seamless restoration, speed and memory (held-out photos)"
              if args.section == "full_photo" else
              f"### Full photos, continued: {', '.join(t for t in models if t in TASKS)} (a run "
@@ -549,7 +599,7 @@ def report(args, rows: list[dict], big: dict | None, levels: list[dict], minutes
                   f"{big['input']:.2f} dB):", "",
                   "| method | PSNR (dB) | seconds | s per MP | peak MB | seam ratio at its "
                   "tiles / on a 32 grid |", "| --- | --- | --- | --- | --- | --- |"]
-        for m in ("enfold", BEFORE, "BM3D", "NL-means (OpenCV)"):
+        for m in ("enfold", ONE_PASS, BEFORE, "BM3D", "NL-means (OpenCV)"):
             if m not in big:
                 continue  # --big-skip
             v = big[m]
@@ -563,14 +613,32 @@ def report(args, rows: list[dict], big: dict | None, levels: list[dict], minutes
             lines += ["", f"![full photo]({PICTURE.relative_to(RESULTS.parent).as_posix()})"]
     if levels:
         lines += ["", f"Noise levels: {args.crops} held-out 32x32 crops, one noise draw per "
-                  "crop and sigma; sigma estimated per crop by scikit-image's wavelet estimate "
-                  "(what `enfold restore` uses when no `--sigma` is given).", "",
-                  "| sigma | input | enfold, sigma given | enfold, sigma estimated | mean "
-                  "estimate | BM3D, true sigma |", "| --- | --- | --- | --- | --- | --- |"]
+                  "crop and sigma, each restored as `enfold restore` does; sigma estimated per "
+                  "crop by scikit-image's wavelet estimate (what `enfold restore` uses when no "
+                  "`--sigma` is given). Passes: a second pass, given the noise level estimated "
+                  f"from the first pass's output, runs from sigma {SECOND_PASS_FROM} up "
+                  "(`--passes`); one pass is the earlier default.", "",
+                  "| sigma | input | enfold, sigma given | enfold, sigma estimated | passes | one "
+                  "pass, given | one pass, estimated | mean estimate | BM3D, true sigma |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in levels:
             lines.append(f"| {r['sigma']} | {fmt(r['input'])} | {fmt(r['enfold, sigma given'])} "
                          f"| {fmt(r['enfold, sigma estimated'])} | "
+                         f"{fmt(r['passes (sigma given)'], 0)} | "
+                         f"{fmt(r['one pass, sigma given'])} | "
+                         f"{fmt(r['one pass, sigma estimated'])} | "
                          f"{fmt(r['estimated sigma (mean)'], 3)} | {fmt(r['BM3D, true sigma'])} |")
+    if sweep:
+        lines += ["", f"Noise levels on the whole photos ({sweep[0]['photos']} held-out photos "
+                  f"at a shorter side of {args.short_side}, as part 1), restored "
+                  "as `enfold restore` does, with the default passes and with one pass:", "",
+                  "| sigma | input | enfold, sigma given | passes | one pass, given | enfold, "
+                  "sigma estimated | one pass, estimated |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in sweep:
+            lines.append(f"| {r['sigma']} | {fmt(r['input'])} | {fmt(r['given'])} | "
+                         f"{fmt(r['passes'], 0)} | {fmt(r['one pass, given'])} | "
+                         f"{fmt(r['estimated'])} | {fmt(r['one pass, estimated'])} |")
     if crops_sr4:
         c = crops_sr4
         lines += ["", f"Super-resolution x4 of {c['crops']} held-out 32x32 crops from their true "
@@ -593,6 +661,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated methods the big photo leaves out (e.g. BM3D)")
     parser.add_argument("--crops", type=int, default=32, help="crops per noise level (0 off)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--photo-sigmas", default="",
+                        help="comma-separated noise levels for the whole photos besides 0.1 "
+                             "(noise: default passes against one pass)")
+    parser.add_argument("--no-whole", action="store_true",
+                        help="skip part 1 (the photos still serve --photo-sigmas)")
     parser.add_argument("--no-twice", dest="twice", action="store_false",
                         help="sr x4 without the x2 restorer in two passes beside it")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "full_photo")
@@ -619,7 +692,8 @@ def main(argv: list[str] | None = None) -> None:
         if task == "sr4" and twice is not None:
             enfold_restore(twice, warm, task, None, **task_case(task, warm, 0)[2])
     photos = [p.name for p in photo_split("heldout")][:args.photos]
-    rows = whole_photos(sessions, photos, args.short_side, args.seed, twice)
+    rows = [] if args.no_whole else whole_photos(sessions, photos, args.short_side, args.seed,
+                                                 twice)
     big, outs = (None, {})
     if args.big and "noise" in sessions:
         big, outs = big_photo(sessions["noise"], args.big, args.seed,
@@ -632,6 +706,10 @@ def main(argv: list[str] | None = None) -> None:
 
         levels = noise_levels(sessions["noise"], held_out(task_config("noise"), args.crops),
                               args.seed)
+    sweep: list[dict] = []
+    if args.photo_sigmas and "noise" in sessions:
+        sweep = photo_sigmas(sessions["noise"], photos, args.short_side, args.seed,
+                             [float(v) for v in args.photo_sigmas.split(",") if v])
     crops_sr4 = None
     if args.crops and twice is not None:
         from restoration import held_out, task_config
@@ -641,8 +719,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.section}.json").write_text(json.dumps(
         {"models": models, "photos": rows, "big": big, "noise_levels": levels,
-         "sr4_crops": crops_sr4, "minutes": minutes}, indent=2))
-    text = report(args, rows, big, levels, minutes, models, crops_sr4)
+         "sr4_crops": crops_sr4, "photo_sigmas": sweep, "minutes": minutes}, indent=2))
+    text = report(args, rows, big, levels, minutes, models, crops_sr4, sweep)
     print(text)
     if not args.no_doc:
         write_section(RESULTS, args.section, text)

@@ -97,3 +97,51 @@ def test_cli_gives_or_estimates_sigma(noise_level, tmp_path, monkeypatch, capsys
     assert 0.06 < estimated["sigma"] < 0.14  # the wavelet estimate of the 0.1 noise
     given = run("--sigma", "0.05")
     assert given["sigma_source"] == "given" and given["sigma"] == 0.05
+
+
+def test_a_second_pass_is_given_the_noise_the_first_left(noise_level, tmp_path, monkeypatch,
+                                                         capsys):
+    from fastapi.testclient import TestClient
+
+    from enfold.cli.app import main
+    from enfold.corrupt.noise import estimate_sigma
+    from enfold.runtime import load
+    from enfold.runtime.restore import MAX_PASSES, SECOND_PASS_FROM, restore_image
+    from enfold.runtime.server import create_app
+
+    session = load(noise_level["onnx"]["artifact"])
+    gen = torch.Generator().manual_seed(1)
+    noisy = (0.5 + 0.1 * torch.randn(3, 20, 28, generator=gen)).clamp(0, 1)
+    two = restore_image(session, noisy, "noise", sigma=0.1)  # the default from 0.075 up
+    first = restore_image(session, noisy, "noise", sigma=0.1, passes=1)
+    assert first.sigma_passes == [0.1] and 0.1 >= SECOND_PASS_FROM
+    left = estimate_sigma(first.restored)
+    assert two.sigma_passes == [0.1, pytest.approx(left)] and two.sigma == 0.1
+    again = restore_image(session, first.restored, "noise", sigma=left, passes=1)
+    assert torch.allclose(two.restored, again.restored, atol=1e-6)
+    assert restore_image(session, noisy, "noise", sigma=0.05).sigma_passes == [0.05]
+    assert len(restore_image(session, noisy, "noise", sigma=0.1, passes=3).sigma_passes) == 3
+    with pytest.raises(EnfoldError, match=f"--passes must be 1 to {MAX_PASSES}"):
+        restore_image(session, noisy, "noise", passes=MAX_PASSES + 1)
+    with pytest.raises(EnfoldError, match="--passes applies to the noise task"):
+        restore_image(session, noisy, "gray", passes=2)
+
+    (tmp_path / "noisy.png").write_bytes(encode_png(noisy))
+    monkeypatch.setattr(sys, "argv", ["enfold", "restore", str(tmp_path / "noisy.png"),
+                                      "--model", noise_level["onnx"]["artifact"], "--sigma",
+                                      "0.1", "--passes", "3", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    captured = capsys.readouterr()
+    assert exc.value.code in (0, None), captured.err
+    result = json.loads((tmp_path / "out" / "restore.json").read_text())["results"][0]
+    assert result["passes"] == 3 and len(result["sigma_passes"]) == 3
+    assert "estimated after each pass" in captured.out
+    with TestClient(create_app(session)) as client:
+        r = client.post("/v1/restore", files={"file": ("n.png", encode_png(noisy))},
+                        data={"task": "noise", "sigma": "0.1", "passes": "2"})
+        assert r.status_code == 200, r.text
+        assert len(r.headers["X-Sigma-Passes"].split(",")) == 2
+        r = client.post("/v1/restore", files={"file": ("n.png", encode_png(noisy))},
+                        data={"task": "noise", "passes": "9"})
+        assert r.status_code == 422 and "--passes must be" in r.text

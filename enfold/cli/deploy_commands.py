@@ -346,6 +346,10 @@ def restore(
         None, "--sigma", help="noise: the noise level in pixel units in (0, 1) (0.05 is 13 of "
                               "255), for noise-level restorers; estimated from each image when "
                               "not given."),
+    passes: int | None = typer.Option(
+        None, "--passes", min=1, max=4,
+        help="noise: restore this many times, each pass given the noise level estimated from "
+             "the one before (default: 2, or 1 at the lowest noise levels)."),
     scale: int | None = typer.Option(
         None, "--scale", help="sr: the inputs are low-resolution; write them 2 or 4 times "
                               "larger (the restorer's factor, or a power of it: an x2 "
@@ -391,11 +395,15 @@ def restore(
     session = _session(model, backend, device, provider)
     results, errors = restore_files(session, files, out, task_name, seed, simulate, keep_known,
                                     budget, sigma=sigma, scale=scale, mask=mask,
-                                    progress=_tile_bar, overwrite=overwrite, stride=tile_stride)
+                                    progress=_tile_bar, overwrite=overwrite, stride=tile_stride,
+                                    passes=passes)
     for r in results:
         psnr = (f"  PSNR on the {r['task']} region: input {r['psnr_input']:.2f} dB -> restored "
                 f"{r['psnr_restored']:.2f} dB" if "psnr_input" in r else "")
         noise = (f"  sigma {r['sigma']:.4f} ({r['sigma_source']})" if "sigma" in r else "")
+        if r.get("passes", 1) > 1:
+            noise += ", then " + ", ".join(f"{s:.4f}" for s in r["sigma_passes"][1:]) + (
+                " (estimated after each pass)")
         typer.echo(f"{r['file']} -> {r['restored']}{noise}{psnr}")
     typer.echo(f"wrote {out / 'restore.json'}")
     _finish(errors)

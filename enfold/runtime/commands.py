@@ -97,7 +97,8 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
                   budget: WorkBudget = DEFAULT_BUDGET, *, sigma: float | None = None,
                   scale: int | None = None, mask: Path | None = None,
                   progress: Callable[[Path], Progress | None] | None = None,
-                  overwrite: bool = False, stride: int | None = None
+                  overwrite: bool = False, stride: int | None = None,
+                  passes: int | None = None
                   ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Restore each (degraded) file; write ``OUT/<name>.png`` and ``OUT/<name>-panel.png``.
 
@@ -109,7 +110,8 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
     without ``simulate``), enlarged for small images. Output names never replace an input and
     are never shared between inputs (:func:`output_names`); ``OUT/restore.json`` maps every
     input to its own outputs, PSNRs (``simulate``) and noise level (noise-level restorers:
-    ``sigma`` and ``sigma_source``, given or estimated). Files over ``budget`` (pixels, aspect
+    ``sigma`` and ``sigma_source``, given or estimated; ``passes`` and the level of each,
+    ``sigma_passes``). Files over ``budget`` (pixels, aspect
     ratio, tiles) are refused from their header. ``progress(file)`` may return a callback
     ``(tiles done, tiles in all)`` for that file; ``stride``: pixels between tile corners
     (default half a tile; see :func:`enfold.runtime.blend.blend_tiles`).
@@ -122,7 +124,8 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
     if seed < 0:
         raise EnfoldError(f"--seed must be 0 or more, got {seed}")
     # a wrong task or option fails before any work
-    task = check_restore_options(session, task, simulate, sigma, scale, mask is not None)
+    task = check_restore_options(session, task, simulate, sigma, scale, mask is not None,
+                                 passes)
     holes = None
     if mask is not None:
         holes = decode_image(mask, 1, name=f"--mask {mask}", budget=budget)
@@ -145,7 +148,7 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
             rest = restore_image(session, img, task, seed=seed, simulate=simulate,
                                  keep_known=keep_known, sigma=sigma, scale=scale, mask=holes,
                                  progress=progress(path) if progress else None,
-                                 stride=stride)
+                                 stride=stride, passes=passes)
         except EnfoldError as exc:
             errors[str(path)] = str(exc)
             continue

@@ -115,6 +115,8 @@ def _finish_restore(rest: "Restoration") -> tuple[bytes, dict[str, str]]:
     if rest.sigma is not None:
         headers["X-Sigma"] = f"{rest.sigma:.5f}"
         headers["X-Sigma-Source"] = str(rest.sigma_source)
+    if rest.sigma_passes is not None:
+        headers["X-Sigma-Passes"] = ",".join(f"{s:.5f}" for s in rest.sigma_passes)
     return encode_png(rest.restored), headers
 
 
@@ -243,7 +245,7 @@ class V1Endpoints:
 
     async def restore(self, file: Any, task: str | None, sigma: float | None,
                       scale: int | None, mask: Any, simulate: bool, seed: int,
-                      keep_known: bool) -> Any:
+                      keep_known: bool, passes: int | None = None) -> Any:
         """``POST /v1/restore``: the restored image as a PNG, described in its headers."""
         from fastapi.responses import Response
 
@@ -253,7 +255,7 @@ class V1Endpoints:
                                    "field 'task'")
         try:  # checked before the upload is decoded: a typo costs no CPU
             name = check_restore_options(self.session, task, simulate, sigma, scale,
-                                         mask is not None)
+                                         mask is not None, passes)
         except EnfoldError as exc:
             raise _http_error(422, str(exc)) from exc
         img = await self.read_image(file, view=False)
@@ -271,7 +273,7 @@ class V1Endpoints:
             holes = await self.decode(decode_image, data, 1, "the mask", self.budget)
         rest, batch_size = await self.run_restore(
             batcher, img, name, seed, simulate, keep_known, sigma=sigma, scale=scale,
-            mask=holes)
+            mask=holes, passes=passes)
         png, headers = await asyncio.to_thread(_finish_restore, rest)
         headers["X-Batch-Size"] = str(batch_size)
         return Response(png, media_type="image/png", headers=headers)
@@ -350,9 +352,11 @@ def _bind_v1(app: "FastAPI", v1: V1Endpoints) -> None:
                       sigma: float | None = Form(None), scale: int | None = Form(None),
                       mask: UploadFile | None = File(None), simulate: bool = Form(False),
                       seed: int = Form(0, ge=0, le=MAX_SEED), keep_known: bool = Form(True),
-                      degraded: bool = Form(False)) -> Response:
+                      degraded: bool = Form(False), passes: int | None = Form(None)
+                      ) -> Response:
         # ``degraded`` is accepted and ignored, for old clients: uploads are degraded by default
-        return await v1.restore(file, task, sigma, scale, mask, simulate, seed, keep_known)
+        return await v1.restore(file, task, sigma, scale, mask, simulate, seed, keep_known,
+                                passes)
 
 
 def _add_error_handlers(app: "FastAPI") -> None:
