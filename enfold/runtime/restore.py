@@ -369,11 +369,25 @@ def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None
         # holes wider than a tile need the whole photo for it
         start = push_pull_fill(x, weight)
     stack = torch.cat([start, weight]) if feed_mask else start
-    step, align = tile_stride(session, task, stride), _tile_align(meta, task)
     count = 1
     if task == "noise" and takes_sigma:
         count = passes or (2 if sigma >= SECOND_PASS_FROM else 1)
-    tiles = blend_tile_count(*x.shape[-2:], session.img_size, step, align)
+    out = _blend_passes(session, stack, task, run_tiles, levels, count, stride, batch, progress)
+    if keep_known and weight is not None:
+        out = weight * out + (1 - weight) * x
+    return Restoration(degraded=x, restored=out.clamp(0, 1), clean=clean, weight=weight,
+                       sigma=sigma if takes_sigma else None, sigma_source=source, task=task,
+                       sigma_passes=levels if task == "noise" and takes_sigma else None)
+
+
+def _blend_passes(session: InferenceSession, stack: torch.Tensor, task: str,
+                  run_tiles: Any, levels: list[float], count: int, stride: int | None,
+                  batch: int, progress: Progress | None) -> torch.Tensor:
+    """``stack`` restored ``count`` times by blended tiles; before every pass after the first,
+    the noise level the previous pass left is estimated and appended to ``levels`` (which
+    ``run_tiles`` feeds the restorer). ``progress`` counts the tiles of every pass."""
+    step, align = tile_stride(session, task, stride), _tile_align(session.metadata, task)
+    tiles = blend_tile_count(*stack.shape[-2:], session.img_size, step, align)
     out = stack
     for k in range(count):
         if k:  # the noise the previous pass left
@@ -383,11 +397,7 @@ def restore_image(session: InferenceSession, img: torch.Tensor, task: str | None
         out = blend_tiles(out, session.img_size, run_tiles, step, align, batch, report)
         if k + 1 < count:
             out = out.clamp(0, 1)
-    if keep_known and weight is not None:
-        out = weight * out + (1 - weight) * x
-    return Restoration(degraded=x, restored=out.clamp(0, 1), clean=clean, weight=weight,
-                       sigma=sigma if takes_sigma else None, sigma_source=source, task=task,
-                       sigma_passes=levels if task == "noise" and takes_sigma else None)
+    return out
 
 
 def _restore_in_passes(session: InferenceSession, img: torch.Tensor, scale: int,
