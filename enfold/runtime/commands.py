@@ -119,7 +119,7 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
     by :func:`enfold.output_files.write_output` (never through a link), and one that cannot be
     written is that file's error, not the batch's.
     """
-    from enfold.runtime.restore import check_restore_options, restore_image, sr_tile_count
+    from enfold.runtime.restore import check_enlarged, check_restore_options, restore_image
 
     if seed < 0:
         raise EnfoldError(f"--seed must be 0 or more, got {seed}")
@@ -141,10 +141,8 @@ def restore_files(session: InferenceSession, files: list[Path], out: Path, task:
         try:
             img = decode_image(path, session.in_chans, budget=budget,
                                tile_size=session.img_size)
-            if scale:  # the result is scale^2 times the pixels: within the budget too
-                h, w = img.shape[-2:]
-                budget.check(w * scale, h * scale, f"{path} enlarged {scale} times",
-                             session.img_size, sr_tile_count(session, h, w, scale))
+            if scale:
+                check_enlarged(budget, session, img, scale, str(path))
             rest = restore_image(session, img, task, seed=seed, simulate=simulate,
                                  keep_known=keep_known, sigma=sigma, scale=scale, mask=holes,
                                  progress=progress(path) if progress else None,

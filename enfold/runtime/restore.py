@@ -40,6 +40,7 @@ from enfold.runtime.session import InferenceSession
 
 if TYPE_CHECKING:
     from enfold.artifact.sidecar import Sidecar
+    from enfold.runtime.budget import WorkBudget
 
 TASKS = ("mask", "shuffle", "sr", "noise", "gray")
 # A noise-level restorer's one step leaves noise behind, the more the higher sigma; a further
@@ -431,6 +432,16 @@ def sr_tile_count(session: InferenceSession, height: int, width: int, scale: int
     return sum(tile_count(height * factor ** (i + 1), width * factor ** (i + 1),
                           session.img_size)
                for i in range(sr_passes(session.metadata, scale)))
+
+
+def check_enlarged(budget: WorkBudget, session: InferenceSession, img: torch.Tensor,
+                   scale: int, name: str) -> None:
+    """Raise :class:`enfold.errors.LimitError` when ``img`` enlarged ``scale`` times (``sr``),
+    or the tiles of all its passes, is over ``budget``: the result holds scale^2 times the
+    input's pixels."""
+    h, w = img.shape[-2:]
+    budget.check(w * scale, h * scale, f"{name} enlarged {scale} times", session.img_size,
+                 sr_tile_count(session, h, w, scale))
 
 
 def assemble(img: torch.Tensor, corrupted: torch.Tensor, restored: torch.Tensor,

@@ -48,9 +48,9 @@ from enfold.runtime.repository import ModelRepository
 from enfold.runtime.repository_app import RepositoryApp
 from enfold.runtime.restore import (
     Restoration,
+    check_enlarged,
     check_restore_options,
     restore_image,
-    sr_tile_count,
 )
 from enfold.runtime.session import TARGET_METHODS, InferenceSession
 from enfold.runtime.upload_limit import UploadLimit, too_large_message
@@ -259,12 +259,9 @@ class V1Endpoints:
         except EnfoldError as exc:
             raise _http_error(422, str(exc)) from exc
         img = await self.read_image(file, view=False)
-        if scale:  # the answer is scale^2 times the upload's pixels: within the budget too
+        if scale:
             try:
-                h, w = img.shape[-2:]
-                self.budget.check(w * scale, h * scale,
-                                  f"{file.filename or 'upload'} enlarged {scale} times",
-                                  self.size, sr_tile_count(self.session, h, w, scale))
+                check_enlarged(self.budget, self.session, img, scale, file.filename or "upload")
             except LimitError as exc:
                 raise _limit_error(exc) from exc
         holes = None
